@@ -1,0 +1,62 @@
+"""The pure ASGI audit middleware (never BaseHTTPMiddleware: it would buffer responses and break contextvars).
+
+Per request it creates the `RequestContext`, publishes it in the ContextVar, watches `send` for the status and the
+last body chunk, and completes the audit record right after that chunk has been handed to the server. It never
+reads `receive`, and websocket and lifespan scopes pass straight through.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .context import RequestContext, _current
+from .types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from .auditor import Auditor
+
+__all__ = ["AuditMiddleware"]
+
+
+class AuditMiddleware:
+    """`app = AuditMiddleware(app, auditor=auditor)`, or `app.add_middleware(AuditMiddleware, auditor=...)`."""
+
+    def __init__(self, app: ASGIApp, auditor: Auditor) -> None:
+        self.app = app
+        self.auditor = auditor
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A context already set means an outer audit middleware handles this request: installing twice is harmless.
+        if scope["type"] != "http" or _current.get() is not None:
+            await self.app(scope, receive, send)
+            return
+
+        client = scope.get("client")
+        ctx = RequestContext(self.auditor, scope["method"], scope["path"], client[0] if client else None, scope=scope)
+        complete = self.auditor.complete
+
+        async def send_wrapper(message: Message) -> None:
+            kind = message["type"]
+            if kind == "http.response.start":
+                ctx.status = message["status"]
+            elif (kind == "http.response.body" and not message.get("more_body", False)) or (
+                kind == "http.response.pathsend"
+            ):
+                await send(message)
+                complete(ctx)  # after the last chunk reached the server: the client is never kept waiting
+                return
+            await send(message)
+
+        token = _current.set(ctx)
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except BaseException:
+            if not ctx.finished:
+                if ctx.status < 500:
+                    ctx.status = 500
+                complete(ctx)
+            raise
+        finally:
+            _current.reset(token)
+        if not ctx.finished:  # the app returned without finishing a response (client gone, or a bug)
+            complete(ctx)

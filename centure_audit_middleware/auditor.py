@@ -1,0 +1,261 @@
+"""`Auditor`: the configuration and the one object an app holds (resolvers, sinks, dispatcher)."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .annotations import AuditSpec, RouteMap, spec_of
+from .client_ip import ClientIPResolver, HeaderFamily
+from .context import NoRequestError, PendingEvent, RequestContext
+from .delivery.builder import EventBuilder, Validator
+from .delivery.dispatcher import Dispatcher, DispatcherConfig
+from .delivery.policy import RetryPolicy
+from .delivery.redact import DEFAULT_REDACT_PATTERNS, Redactor
+from .events import Actor, GeoInfo, UserAgentInfo
+from .sinks.base import Sink
+
+if TYPE_CHECKING:
+    from .enrich.geo import GeoLocator
+    from .enrich.useragent import UserAgentParser
+
+__all__ = ["Auditor", "default_auditor"]
+
+logger = logging.getLogger("centure_audit_middleware")
+
+ActorResolver = Callable[[RequestContext], Actor | None]
+OrganizationResolver = Callable[[RequestContext], str | None]
+
+_default: weakref.ref[Auditor] | None = None
+
+#: WorkOS allows 6,000 requests per 60 s per IP (DESIGN §6).
+WORKOS_RATE_LIMIT = (6000, 60.0)
+
+
+def default_auditor() -> Auditor:
+    """The auditor `audit.record()` uses outside a request: the last one created or installed."""
+    auditor = _default() if _default is not None else None
+    if auditor is None:
+        raise NoRequestError("audit.record() outside a request needs an Auditor: create one (or auditor.install(app))")
+    return auditor
+
+
+def _set_default(auditor: Auditor) -> None:
+    global _default
+    _default = weakref.ref(auditor)
+
+
+class Auditor:
+    """Captures, annotates and delivers audit events for one app.
+
+    Explicit construction: ``Auditor(sinks=[WorkOSSink(...), StoreSink()], actor=..., organization=...,
+    trusted_proxies=["10.0.0.0/8"])``; from the environment: ``Auditor.from_env()``.
+    """
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink] | None = None,
+        *,
+        actor: ActorResolver | None = None,
+        organization: OrganizationResolver | None = None,
+        trusted_proxies: Iterable[str] = (),
+        trusted_hops: int | None = None,
+        forwarded_header: HeaderFamily = "x-forwarded-for",
+        routes: RouteMap | Mapping[str, str | AuditSpec] | None = None,
+        record_failures: bool = False,
+        redact: Iterable[str] = DEFAULT_REDACT_PATTERNS,
+        geoip: str | os.PathLike[str] | GeoLocator | bool | None = None,
+        user_agents: bool | UserAgentParser = True,
+        geo_metadata: bool = True,
+        validators: Sequence[Validator] = (),
+        outbox: str | os.PathLike[str] | None = None,
+        commit_interval: float = 0.05,
+        max_queue: int = 100_000,
+        retry: RetryPolicy | None = None,
+        rate_limits: Mapping[str, tuple[int, float] | None] | None = None,
+        probe_interval: float = 30.0,
+        flush_timeout: float = 5.0,
+    ) -> None:
+        if sinks is None:
+            from .sinks.store import StoreSink
+
+            sinks = [StoreSink()]
+        self.sinks = list(sinks)
+        self.actor_resolver = actor
+        self.organization_resolver = organization
+        self.client_ip_resolver = ClientIPResolver(trusted_proxies, trusted_hops=trusted_hops, header=forwarded_header)
+        self.routes = routes if isinstance(routes, RouteMap) else RouteMap(routes)
+        self.record_failures = record_failures
+        self.flush_timeout = flush_timeout
+        self._geoip_option = geoip
+        self._user_agents_option = user_agents
+        self._geo: GeoLocator | None = None
+        self._ua: UserAgentParser | None = None
+        self._enrich_lock = threading.Lock()
+        self._enrich_ready = False
+
+        builder = EventBuilder(Redactor(redact), validators, geo_metadata=self._geo_metadata if geo_metadata else None)
+        limits = dict(rate_limits or {})
+        for sink in self.sinks:
+            default_limit = getattr(sink, "default_rate_limit", None)
+            if default_limit is not None:
+                limits.setdefault(sink.name, default_limit)
+        self.dispatcher = Dispatcher(
+            self.sinks,
+            builder,
+            DispatcherConfig(
+                outbox_path=os.fspath(outbox or os.environ.get("CENTURE_AUDIT_OUTBOX") or "audit-outbox.db"),
+                commit_interval=commit_interval,
+                max_queue=max_queue,
+                retry=retry or RetryPolicy(),
+                rate_limits={k: v for k, v in limits.items() if v is not None},  # None: no limit
+                probe_interval=probe_interval,
+            ),
+        )
+        self.handoff = self.dispatcher.submit
+        _set_default(self)
+        ref = weakref.ref(self)
+
+        def at_exit() -> None:
+            auditor = ref()
+            if auditor is not None:
+                auditor._at_exit()
+
+        atexit.register(at_exit)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Auditor:
+        """Configure from environment variables (the README has the table). With `WORKOS_API_KEY`: WorkOS and
+        the local store; without it: the local store only."""
+        from .config import settings_from_env
+
+        return cls(**{**settings_from_env(os.environ if environ is None else environ), **overrides})
+
+    # -- install -------------------------------------------------------------------------------------------------
+    def install(self, app: Any) -> Any:
+        """Install into a FastAPI, Starlette or Flask app (detected); returns the app."""
+        from .adapters import detect
+
+        _set_default(self)
+        return detect(app).install(app, self)
+
+    # -- the request path ----------------------------------------------------------------------------------------
+    def complete(self, ctx: RequestContext) -> None:
+        """Called by the middlewares once the response is complete: decide, then hand off. Never raises."""
+        ctx.finished = True
+        try:
+            spec = ctx.spec
+            if spec is None:
+                scope = ctx.scope
+                endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
+                if endpoint is not None:
+                    spec = spec_of(endpoint, ctx.method)
+                if spec is None and self.routes:
+                    spec = self.routes.lookup(ctx.method, ctx.route_template())
+            pending = ctx.pending
+            if spec is not None and not ctx.skipped:
+                failures = self.record_failures if spec.record_failures is None else spec.record_failures
+                if ctx.status < 400 or failures:
+                    ctx.spec = spec
+                    self._resolve_identity(ctx)
+                    self.handoff(ctx)
+            if pending:
+                self._resolve_identity(ctx)
+                for item in pending:
+                    self.handoff(item)
+        except Exception as exc:  # the request path must never fail because of auditing
+            logger.error("audit: could not complete %r: %r", ctx, exc)
+
+    def _resolve_identity(self, ctx: RequestContext) -> None:
+        # Resolvers run here, on the request path, because they usually read request-scoped state (the session,
+        # request.state.user) that is gone once the request is over. They run only for audited requests.
+        if ctx.actor is None and self.actor_resolver is not None:
+            try:
+                ctx.actor = self.actor_resolver(ctx)
+            except Exception as exc:
+                logger.warning("audit: actor resolver failed: %r", exc)
+        if ctx.organization_id is None and self.organization_resolver is not None:
+            try:
+                ctx.organization_id = self.organization_resolver(ctx)
+            except Exception as exc:
+                logger.warning("audit: organization resolver failed: %r", exc)
+
+    def record(
+        self,
+        action: str,
+        *,
+        actor: Actor,
+        organization: str,
+        **kwargs: Any,
+    ) -> None:
+        """Record an event from anywhere (jobs, scripts): like `audit.record()`, with this auditor."""
+        self.handoff(PendingEvent(action, actor=actor, organization_id=organization, **kwargs))
+
+    # -- enrichment (lazy: loads databases and parsers on first use, in whichever thread asks) ---------------------
+    def _load_enrichers(self) -> None:
+        with self._enrich_lock:
+            if self._enrich_ready:
+                return
+            geoip = self._geoip_option
+            if geoip is not False:
+                try:
+                    from .enrich.geo import GeoLocator
+
+                    if isinstance(geoip, GeoLocator):
+                        self._geo = geoip
+                    else:
+                        located = GeoLocator.open(None if geoip in (None, True) else geoip)  # type: ignore[arg-type]
+                        self._geo = located if located.enabled else None
+                except Exception as exc:
+                    logger.warning("audit: geolocation disabled: %r", exc)
+            agents = self._user_agents_option
+            if agents is not False:
+                try:
+                    from .enrich.useragent import UserAgentParser, default_parser
+
+                    self._ua = agents if isinstance(agents, UserAgentParser) else default_parser()
+                except Exception as exc:
+                    logger.warning("audit: user-agent parsing disabled: %r", exc)
+            self._enrich_ready = True
+
+    def locate(self, ip: str | None) -> GeoInfo | None:
+        if not self._enrich_ready:
+            self._load_enrichers()
+        if ip is None or self._geo is None:
+            return None
+        return self._geo.lookup(ip)
+
+    def parse_user_agent(self, user_agent: str | None) -> UserAgentInfo | None:
+        if not self._enrich_ready:
+            self._load_enrichers()
+        if not user_agent or self._ua is None:
+            return None
+        info: UserAgentInfo | None = self._ua.parse(user_agent)
+        return info
+
+    def _geo_metadata(self, geo: GeoInfo | None) -> Mapping[str, Any]:
+        from .enrich.geo import geo_metadata
+
+        return geo_metadata(geo)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> bool:
+        """Deliver everything recorded so far; False if `timeout` passed first (the rest stays in the outbox)."""
+        return self.dispatcher.flush(self.flush_timeout if timeout is None else timeout)
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush within `timeout`, then stop the threads; safe to call twice (a later event restarts them)."""
+        return self.dispatcher.close(self.flush_timeout if timeout is None else timeout)
+
+    def _at_exit(self) -> None:
+        # Scripts and WSGI servers have no shutdown hook: the interpreter's exit is the last chance to flush.
+        self.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters: recorded, spooled, sent, retried, dead_lettered, dropped{reason}, outbox depth, oldest age."""
+        return self.dispatcher.stats()

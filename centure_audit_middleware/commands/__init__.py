@@ -1,0 +1,1 @@
+"""Subcommands of `centure-audit`: one module each, with `register(subparsers)` setting `handler=`."""

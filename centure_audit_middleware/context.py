@@ -1,0 +1,335 @@
+"""The per-request record, the ContextVar that holds it, and the `audit` facade.
+
+One mutable `RequestContext` per request, created by the middleware and visible to everything that runs in the
+request's context: endpoints (async, or sync in FastAPI's thread pool, which copies the context), dependencies,
+exception handlers and background tasks. It is mutable on purpose: a copied context shares the same object, so a
+sync endpoint's `audit.target()` is seen by the middleware.
+
+The request path only stores raw values here. The client IP, user agent and geolocation are *lazy*: computed on
+first read (the app pays only for what it reads) and otherwise by the dispatcher thread.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Iterable, Mapping
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any, Final
+
+from .events import Actor, GeoInfo, Target, UserAgentInfo
+
+if TYPE_CHECKING:
+    from .annotations import AuditSpec
+    from .auditor import Auditor
+    from .types import Scope, WSGIEnviron
+
+__all__ = ["Audit", "NoRequestError", "PendingEvent", "RequestContext", "audit", "current_request"]
+
+_UNSET: Final[Any] = object()
+
+
+class NoRequestError(RuntimeError):
+    """An `audit.*` call that needs a request ran outside one (no audit middleware in this context)."""
+
+
+class RequestContext:
+    """Everything the audit layer knows about one HTTP request. Created by the middlewares, never by apps."""
+
+    __slots__ = (
+        "_client_ip",
+        "_geo",
+        "_user_agent",
+        "_user_agent_info",
+        "actor",
+        "auditor",
+        "endpoint",
+        "environ",
+        "finished",
+        "metadata",
+        "method",
+        "organization_id",
+        "path",
+        "path_params",
+        "peer",
+        "pending",
+        "result",
+        "route",
+        "scope",
+        "skipped",
+        "spec",
+        "started_at",
+        "status",
+        "targets",
+    )
+
+    def __init__(
+        self,
+        auditor: Auditor,
+        method: str,
+        path: str,
+        peer: str | None,
+        scope: Scope | None = None,
+        environ: WSGIEnviron | None = None,
+    ) -> None:
+        self.auditor = auditor
+        self.method = method
+        self.path = path
+        self.peer = peer
+        self.scope = scope
+        self.environ = environ
+        self.started_at = time.time()
+        self.status = 0
+        self.actor: Actor | None = None
+        self.organization_id: str | None = None
+        self.targets: list[Target] | None = None
+        self.metadata: dict[str, Any] | None = None
+        self.skipped = False
+        self.finished = False
+        self.spec: AuditSpec | None = None
+        self.endpoint: Any = None
+        self.route: str | None = None
+        self.path_params: Mapping[str, Any] | None = None
+        self.result: Any = _UNSET
+        self.pending: list[PendingEvent] | None = None
+        self._client_ip: Any = _UNSET
+        self._user_agent: Any = _UNSET
+        self._user_agent_info: Any = _UNSET
+        self._geo: Any = _UNSET
+
+    # -- raw request data -------------------------------------------------------------------------------------
+    def header(self, name: str) -> str | None:
+        """One request header, decoded as Latin-1 like HTTP/1.1 says; several lines joined with ", "."""
+        if self.scope is not None:
+            wanted = name.lower().encode("latin-1")
+            values = [v for k, v in self.scope.get("headers", ()) if k == wanted]
+            if not values:
+                return None
+            return b", ".join(values).decode("latin-1")
+        if self.environ is not None:
+            value = self.environ.get("HTTP_" + name.upper().replace("-", "_"))
+            return value if isinstance(value, str) else None
+        return None
+
+    def route_template(self) -> str | None:
+        """The matched route's template ("/projects/{project_id}"), or None when nothing matched."""
+        if self.route is None and self.scope is not None:
+            route = self.scope.get("route")
+            template = getattr(route, "path", None)
+            if isinstance(template, str):
+                # Inside a Mount, Starlette's route path is relative to the mount point.
+                mount = self.scope.get("root_path", "")[len(self.scope.get("app_root_path", "")) :]
+                self.route = mount + template
+        return self.route
+
+    def params(self) -> Mapping[str, Any]:
+        """The matched route's path parameters."""
+        if self.path_params is None and self.scope is not None:
+            self.path_params = self.scope.get("path_params")
+        return self.path_params or {}
+
+    @property
+    def has_result(self) -> bool:
+        return self.result is not _UNSET
+
+    # -- lazy derived values ----------------------------------------------------------------------------------
+    @property
+    def client_ip(self) -> str | None:
+        """The client address, resolved through the configured trusted proxies (the raw peer stays in `peer`)."""
+        if self._client_ip is _UNSET:
+            resolver = self.auditor.client_ip_resolver
+            forwarded = self.header(resolver.header_name.decode("latin-1")) if resolver.enabled else None
+            self._client_ip = resolver.resolve(self.peer, forwarded)
+        ip: str | None = self._client_ip
+        return ip
+
+    @property
+    def user_agent(self) -> str | None:
+        """The raw User-Agent header (never parsed here)."""
+        if self._user_agent is _UNSET:
+            self._user_agent = self.header("user-agent")
+        ua: str | None = self._user_agent
+        return ua
+
+    @property
+    def user_agent_info(self) -> UserAgentInfo | None:
+        """The parsed user agent, computed on first read."""
+        if self._user_agent_info is _UNSET:
+            self._user_agent_info = self.auditor.parse_user_agent(self.user_agent)
+        info: UserAgentInfo | None = self._user_agent_info
+        return info
+
+    @property
+    def geo(self) -> GeoInfo | None:
+        """The client's location from the GeoIP database, computed on first read."""
+        if self._geo is _UNSET:
+            self._geo = self.auditor.locate(self.client_ip)
+        geo: GeoInfo | None = self._geo
+        return geo
+
+    def __repr__(self) -> str:
+        return f"<RequestContext {self.method} {self.path} status={self.status}>"
+
+
+class PendingEvent:
+    """What the request path hands to the dispatcher: raw values and references, nothing computed.
+
+    The dispatcher turns it into an `AuditEvent` (id, validation, enrichment). Fields left as None are filled from
+    `request` when there is one.
+    """
+
+    __slots__ = (
+        "action",
+        "actor",
+        "metadata",
+        "occurred_at",
+        "organization_id",
+        "request",
+        "spec",
+        "targets",
+        "version",
+    )
+
+    def __init__(
+        self,
+        action: str,
+        *,
+        request: RequestContext | None = None,
+        spec: AuditSpec | None = None,
+        actor: Actor | None = None,
+        organization_id: str | None = None,
+        targets: Iterable[Target] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: float | dt.datetime | None = None,
+        version: int | None = None,
+    ) -> None:
+        self.action = action
+        self.request = request
+        self.spec = spec
+        self.actor = actor
+        self.organization_id = organization_id
+        self.targets = list(targets) if targets is not None else None
+        self.metadata = metadata
+        self.occurred_at = occurred_at
+        self.version = version
+
+    def __repr__(self) -> str:
+        return f"<PendingEvent {self.action}>"
+
+
+_current: ContextVar[RequestContext | None] = ContextVar("centure_audit_request", default=None)
+
+
+def current_request() -> RequestContext | None:
+    """The request being handled in this context, or None outside a request."""
+    return _current.get()
+
+
+def _require() -> RequestContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise NoRequestError(
+            "no audited request in this context: install the audit middleware (auditor.install(app)), "
+            "or use audit.record(action, actor=..., organization=...) outside requests"
+        )
+    return ctx
+
+
+class Audit:
+    """The imperative API: `from centure_audit_middleware import audit`.
+
+    Inside a request every call annotates that request's event. Outside one, only `record()` with an explicit
+    actor and organization works; the rest raise `NoRequestError`.
+    """
+
+    __slots__ = ()
+
+    def actor(self, actor: Actor) -> None:
+        """Who is acting in this request; typically called once by the app's auth layer."""
+        if not isinstance(actor, Actor):
+            raise TypeError(f"audit.actor() takes an Actor, not {type(actor).__name__}")
+        _require().actor = actor
+
+    def organization(self, organization_id: str) -> None:
+        """The WorkOS organization this request acts for."""
+        if not isinstance(organization_id, str) or not organization_id:
+            raise TypeError(f"audit.organization() takes a non-empty organization id, not {organization_id!r}")
+        _require().organization_id = organization_id
+
+    def target(self, *targets: Target) -> None:
+        """Add targets known only inside the handler (after those declared on the route)."""
+        for target in targets:
+            if not isinstance(target, Target):
+                raise TypeError(f"audit.target() takes Target objects, not {type(target).__name__}")
+        ctx = _require()
+        if ctx.targets is None:
+            ctx.targets = list(targets)
+        else:
+            ctx.targets.extend(targets)
+
+    def metadata(self, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
+        """Add event metadata (validated and coerced to WorkOS rules off the request path)."""
+        ctx = _require()
+        if ctx.metadata is None:
+            ctx.metadata = {}
+        if values:
+            ctx.metadata.update(values)
+        ctx.metadata.update(kwargs)
+
+    def skip(self) -> None:
+        """Record nothing for this request's route event (ad-hoc `record()` calls still count)."""
+        _require().skipped = True
+
+    def record(
+        self,
+        action: str,
+        *,
+        actor: Actor | None = None,
+        organization: str | None = None,
+        targets: Iterable[Target] = (),
+        metadata: Mapping[str, Any] | None = None,
+        occurred_at: dt.datetime | None = None,
+        version: int | None = None,
+    ) -> None:
+        """Record an ad-hoc event. In a request it inherits actor, organization and context; outside it needs both."""
+        if not isinstance(action, str) or not action:
+            raise TypeError(f"audit.record() needs an action name, not {action!r}")
+        if occurred_at is not None and (not isinstance(occurred_at, dt.datetime) or occurred_at.utcoffset() is None):
+            raise ValueError("occurred_at must be a timezone-aware datetime")
+        ctx = _current.get()
+        pending = PendingEvent(
+            action,
+            request=ctx,
+            actor=actor,
+            organization_id=organization,
+            targets=targets,
+            metadata=dict(metadata) if metadata else None,
+            occurred_at=occurred_at if occurred_at is not None else time.time(),
+            version=version,
+        )
+        if ctx is not None:
+            if ctx.finished:  # e.g. a background task: the request's own event is already out
+                ctx.auditor.handoff(pending)
+            elif ctx.pending is None:
+                ctx.pending = [pending]
+            else:
+                ctx.pending.append(pending)
+            return
+        if actor is None or organization is None:
+            raise NoRequestError("audit.record() outside a request needs both actor= and organization=")
+        from .auditor import default_auditor
+
+        default_auditor().handoff(pending)
+
+    @property
+    def request(self) -> RequestContext:
+        """The current request's record (client_ip, user_agent, geo, ...); raises outside a request."""
+        return _require()
+
+    @property
+    def active(self) -> bool:
+        """True inside a request handled by the audit middleware."""
+        return _current.get() is not None
+
+
+audit: Final = Audit()

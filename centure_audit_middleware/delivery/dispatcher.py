@@ -1,0 +1,415 @@
+"""The dispatcher: everything after the hand-off, in background threads, independent of any event loop.
+
+    request path ──submit()──► deque ──committer thread──► build/enrich/validate/redact ──► outbox (group commit)
+                                                  sender thread per sink ◄── claim due rows ◄──┘
+                                                  └─► sink.send (bounded pool, rate limit) ──► settle
+
+`submit()` is the only method the request path calls: an append to a deque (atomic in CPython), no lock, no
+wake-up, never raises. The committer polls every `commit_interval` (50 ms): that interval is the whole window a
+SIGKILL can lose. Every later step works from the outbox on disk, so outages, restarts and crashes lose nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+import time
+import weakref
+from collections import Counter, deque
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..context import PendingEvent, RequestContext
+from ..events import AuditEvent, EventError, new_event_id
+from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
+from .builder import EventBuilder
+from .outbox import Claim, Outbox
+from .policy import RateLimiter, RetryPolicy
+
+__all__ = ["Dispatcher", "DispatcherConfig"]
+
+logger = logging.getLogger("centure_audit_middleware.delivery")
+
+
+class _QuietLog:
+    """At most one line per reason per interval, and never re-entered from inside a log call: an app that routes
+    `logging` into a failing handler (or into something that records audit events) can't make us recurse."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self.interval = interval
+        self._last: dict[str, float] = {}
+        self._guard = threading.local()
+
+    def __call__(self, level: int, reason: str, message: str, *args: Any) -> None:
+        if getattr(self._guard, "active", False):
+            return
+        now = time.monotonic()
+        if now - self._last.get(reason, -1e18) < self.interval:
+            return
+        self._last[reason] = now
+        self._guard.active = True
+        try:
+            logger.log(level, message, *args)
+        except Exception:  # a broken handler must not break delivery
+            pass
+        finally:
+            self._guard.active = False
+
+
+@dataclass(slots=True)
+class DispatcherConfig:
+    outbox_path: str
+    commit_interval: float = 0.05
+    max_queue: int = 100_000
+    batch_size: int = 256
+    lease: float = 60.0
+    poll_interval: float = 1.0
+    probe_interval: float = 30.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: sink name -> (requests, period seconds)
+    rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
+    log_interval: float = 60.0
+
+
+class _SinkState:
+    def __init__(self, sink: Sink, limiter: RateLimiter | None) -> None:
+        self.sink = sink
+        self.limiter = limiter
+        self.wake = threading.Event()
+        self.paused = False
+        self.not_before = 0.0
+        self.sent = 0
+        self.retried = 0
+        self.dead = 0
+        self.pool = ThreadPoolExecutor(sink.concurrency, f"centure-audit-{sink.name}") if sink.concurrency > 1 else None
+
+
+class Dispatcher:
+    def __init__(self, sinks: Sequence[Sink], builder: EventBuilder, config: DispatcherConfig) -> None:
+        names = [s.name for s in sinks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sink names must be unique (they key delivery state in the outbox): {names}")
+        self.sinks = list(sinks)
+        self.builder = builder
+        self.config = config
+        self._log = _QuietLog(config.log_interval)
+        self._outbox: Outbox | None = None
+        self._init_state()
+        ref = weakref.ref(self)
+
+        def after_fork_in_child() -> None:
+            dispatcher = ref()
+            if dispatcher is not None:
+                dispatcher._after_fork_in_child()
+
+        os.register_at_fork(after_in_child=after_fork_in_child)
+
+    def _init_state(self) -> None:
+        self._queue: deque[RequestContext | PendingEvent] = deque()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._committed = threading.Condition(threading.Lock())
+        self._running = False
+        self._pid = os.getpid()
+        self._threads: list[threading.Thread] = []
+        self._recorded = 0
+        self._drained = 0
+        self._spooled = 0
+        self._dropped: Counter[str] = Counter()
+        self._uncommitted: list[tuple[str, float, str]] = []
+        self._uncommitted_dead: list[tuple[str, float, str, str]] = []
+        self._states = {
+            s.name: _SinkState(
+                s, RateLimiter(*self.config.rate_limits[s.name]) if s.name in self.config.rate_limits else None
+            )
+            for s in self.sinks
+        }
+
+    @property
+    def outbox(self) -> Outbox:
+        if self._outbox is None:
+            with self._lock:
+                if self._outbox is None:
+                    self._outbox = Outbox(self.config.outbox_path)
+        return self._outbox
+
+    # -- the request path ----------------------------------------------------------------------------------------
+    def submit(self, item: RequestContext | PendingEvent) -> None:
+        """Hand an event to the pipeline. Never blocks, never raises."""
+        try:
+            if not self._running:
+                self.start()
+            queue = self._queue
+            if len(queue) >= self.config.max_queue:
+                self._drop("queue_full")
+                return
+            queue.append(item)
+        except Exception as exc:  # pragma: no cover - last line of defence for the request path
+            self._drop("handoff_error")
+            self._log(logging.ERROR, "handoff", "audit hand-off failed: %r", exc)
+
+    def _drop(self, reason: str, count: int = 1) -> None:
+        with self._lock:
+            self._dropped[reason] += count
+        self._log(logging.ERROR, f"drop:{reason}", "audit events dropped (%s); see auditor.stats()", reason)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------------
+    def start(self) -> None:
+        with self._lock:
+            if self._running and self._pid == os.getpid():
+                return
+            if self._pid != os.getpid():  # forked without our hook having run (e.g. os.fork in a C extension)
+                self._after_fork_in_child()
+            self._stop.clear()
+            self._threads = [threading.Thread(target=self._commit_loop, name="centure-audit-commit", daemon=True)]
+            self._threads += [
+                threading.Thread(target=self._send_loop, args=(state,), name=f"centure-audit-send-{name}", daemon=True)
+                for name, state in self._states.items()
+            ]
+            for thread in self._threads:
+                thread.start()
+            self._running = True
+
+    def _after_fork_in_child(self) -> None:
+        # The child inherits the parent's queue (the parent will commit those itself), locks possibly held by
+        # threads that no longer exist, and SQLite connections it must not touch. Start over with none of them.
+        if self._outbox is not None:
+            self._outbox.forget_connections()
+        self._init_state()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far is committed and delivered to every sink (or dead-lettered).
+        Returns False if the deadline passed first (events stay in the outbox; nothing is lost)."""
+        if not self._running:
+            if not self._queue:
+                return self._outbox_empty()
+            self.start()
+        deadline = time.monotonic() + timeout
+        if not self._wait_committed(deadline):
+            return False
+        for state in self._states.values():
+            state.wake.set()
+        while not self._outbox_empty():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _wait_committed(self, deadline: float) -> bool:
+        with self._committed:
+            target = self._drained + len(self._queue)
+            self._wake.set()
+            while self._drained < target or self._uncommitted or self._uncommitted_dead:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._committed.wait(min(remaining, 0.05))
+                self._wake.set()
+        return True
+
+    def _outbox_empty(self) -> bool:
+        return all(self.outbox.stats(name).pending == 0 for name in self._states)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Flush within `timeout`, then stop the threads; undelivered events stay in the outbox for next time."""
+        flushed = self.flush(timeout) if self._running or self._queue else True
+        self._stop.set()
+        self._wake.set()
+        for state in self._states.values():
+            state.wake.set()
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(timeout=2.0)
+        self._commit_once()  # anything submitted during the join
+        for state in self._states.values():
+            if state.pool is not None:
+                state.pool.shutdown(wait=False, cancel_futures=True)
+        self._running = False
+        if self._outbox is not None:
+            self._outbox.close()
+        for sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                self._log(logging.WARNING, f"close:{sink.name}", "closing sink %s failed: %r", sink.name, exc)
+        return flushed
+
+    # -- committer -----------------------------------------------------------------------------------------------
+    def _commit_loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.config.commit_interval)
+            self._wake.clear()
+            try:
+                if self._commit_once():
+                    for state in self._states.values():
+                        state.wake.set()
+            except Exception as exc:
+                self._log(logging.ERROR, "commit", "audit commit loop error: %r", exc)
+
+    def _commit_once(self) -> int:
+        queue = self._queue
+        items: list[RequestContext | PendingEvent] = []
+        while queue and len(items) < 10_000:
+            items.append(queue.popleft())
+        rows, dead = self._uncommitted, self._uncommitted_dead
+        for item in items:
+            try:
+                event = self.builder.build(item)
+            except EventError as exc:
+                dead.append(self._dead_row(item, str(exc)))
+                self._log(logging.WARNING, "invalid", "audit event rejected: %s", exc)
+                continue
+            except Exception as exc:  # a user callable (target/metadata resolver) failed
+                dead.append(self._dead_row(item, f"event could not be built: {exc!r}"))
+                self._log(logging.ERROR, "build", "audit event could not be built: %r", exc)
+                continue
+            rows.append((event.id, event.occurred_at.timestamp(), event.to_json()))
+        count = len(rows) + len(dead)
+        if count:
+            try:
+                self.outbox.add(rows, [s.name for s in self.sinks], dead)
+            except Exception as exc:
+                # Disk full, read-only file, locked database: keep them in memory (bounded) and try again.
+                self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
+                overflow = len(rows) + len(dead) - self.config.max_queue
+                if overflow > 0:
+                    del rows[:overflow]
+                    self._drop("outbox_unavailable", overflow)
+                count = 0
+            else:
+                self._spooled += len(rows)
+                for state in self._states.values():
+                    state.dead += len(dead)
+                self._uncommitted, self._uncommitted_dead = [], []
+        with self._committed:
+            self._drained += len(items)
+            self._recorded += len(items)
+            self._committed.notify_all()
+        return count
+
+    def _dead_row(self, item: RequestContext | PendingEvent, reason: str) -> tuple[str, float, str, str]:
+        spec = item.spec
+        action = spec.action if isinstance(item, RequestContext) and spec else getattr(item, "action", None)
+        body = json.dumps({"action": action, "error": reason, "raw": repr(item)}, default=repr)
+        return (new_event_id(), time.time(), body, reason)
+
+    # -- senders -------------------------------------------------------------------------------------------------
+    def _send_loop(self, state: _SinkState) -> None:
+        name = state.sink.name
+        while not self._stop.is_set():
+            try:
+                wait = self._send_round(state)
+            except Exception as exc:
+                self._log(logging.ERROR, f"send:{name}", "audit sender %s error: %r", name, exc)
+                wait = self.config.poll_interval
+            if wait > 0:
+                state.wake.wait(wait)
+                state.wake.clear()
+
+    def _send_round(self, state: _SinkState) -> float:
+        """One claim-send-settle round; returns how long to wait before the next."""
+        now = time.time()
+        if state.not_before > now:
+            return state.not_before - now
+        limit = 1 if state.paused else self.config.batch_size
+        claims = self.outbox.claim(state.sink.name, limit, self.config.lease)
+        if not claims:
+            next_due = self.outbox.next_due(state.sink.name)
+            if next_due is None:
+                return self.config.poll_interval
+            return min(self.config.poll_interval, max(0.0, next_due - time.time()))
+        outcomes = self._deliver(state, claims)
+        self._settle(state, claims, outcomes)
+        return self.config.probe_interval if state.paused else 0.0
+
+    def _deliver(self, state: _SinkState, claims: Sequence[Claim]) -> list[BaseException | None]:
+        window = self.config.retry.idempotency_window
+        now = time.time()
+        probing = state.paused  # a paused sink gets one event at a time: the probe
+
+        def one(claim: Claim) -> BaseException | None:
+            if now - claim.recorded_at > window:
+                return RejectEvent(
+                    f"undelivered for {window / 3600:.0f} h: past the idempotency window, kept for replay"
+                )
+            if state.paused and not probing:  # another thread of this batch just hit 401/403
+                return PauseDelivery("paused")
+            if state.limiter is not None and not state.limiter.acquire(self._stop):
+                return RetryLater("shutting down")
+            try:
+                state.sink.send(AuditEvent.from_json(claim.body))
+            except PauseDelivery as exc:
+                self._pause(state, exc)
+                return exc
+            except Exception as exc:
+                return exc
+            return None
+
+        if state.pool is None or len(claims) == 1:
+            return [one(c) for c in claims]
+        return list(state.pool.map(one, claims))
+
+    def _pause(self, state: _SinkState, exc: PauseDelivery) -> None:
+        with self._lock:
+            if state.paused:
+                return
+            state.paused = True
+        # One alert per outage, whatever the log interval: an operator must fix the key.
+        logger.error("audit delivery to %s paused: %s (events are kept; probing)", state.sink.name, exc)
+
+    def _settle(self, state: _SinkState, claims: Sequence[Claim], outcomes: Sequence[BaseException | None]) -> None:
+        policy = self.config.retry
+        name = state.sink.name
+        delivered: list[str] = []
+        retry: list[tuple[str, float, str]] = []
+        dead: list[tuple[str, str]] = []
+        release: list[str] = []
+        now = time.time()
+        for claim, outcome in zip(claims, outcomes, strict=True):
+            if outcome is None:
+                delivered.append(claim.event_id)
+            elif isinstance(outcome, RejectEvent):
+                dead.append((claim.event_id, outcome.reason))
+                self._log(logging.WARNING, f"dead:{name}", "audit event dead-lettered by %s: %s", name, outcome.reason)
+            elif isinstance(outcome, PauseDelivery):
+                release.append(claim.event_id)
+            else:
+                retry_after = outcome.retry_after if isinstance(outcome, RetryLater) else None
+                if retry_after:
+                    state.not_before = max(state.not_before, now + min(retry_after, policy.max_retry_after))
+                retry.append((claim.event_id, now + policy.delay(claim.attempts, retry_after), repr(outcome)[:500]))
+                self._log(
+                    logging.WARNING, f"retry:{name}", "audit delivery to %s failed, will retry: %r", name, outcome
+                )
+        if state.paused and delivered:
+            state.paused = False
+            logger.warning("audit delivery to %s resumed", name)
+        self.outbox.settle(name, delivered, retry, dead, release)
+        state.sent += len(delivered)
+        state.retried += len(retry)
+        state.dead += len(dead)
+
+    # -- observability -------------------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        outbox = self.outbox.stats()
+        return {
+            "recorded": self._recorded + len(self._queue) + sum(self._dropped.values()),
+            "spooled": self._spooled,
+            "queued": len(self._queue),
+            "sent": sum(s.sent for s in self._states.values()),
+            "retried": sum(s.retried for s in self._states.values()),
+            "dead_lettered": sum(s.dead for s in self._states.values()),
+            "dropped": dict(self._dropped),
+            "outbox_depth": outbox.pending,
+            "outbox_dead": outbox.dead,
+            "oldest_age": outbox.oldest_pending_age,
+            "sinks": {
+                name: {"sent": s.sent, "retried": s.retried, "dead_lettered": s.dead, "paused": s.paused}
+                for name, s in self._states.items()
+            },
+        }

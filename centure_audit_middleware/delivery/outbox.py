@@ -1,0 +1,277 @@
+"""The durable outbox: every recorded event, and its delivery state per sink, in one SQLite file.
+
+WAL mode with `synchronous=FULL`: a commit is on disk when `add()` returns, so the only events a SIGKILL or a power
+cut can take are those still in the dispatcher's memory (one group-commit interval). NORMAL would be faster but in
+WAL mode it may lose the last transactions on power loss, and an audit record is a compliance record. The cost is
+one fsync per group commit, not per event.
+
+Several processes (gunicorn workers) can share one file: a sender *claims* due rows by writing a lease (owner and
+expiry) in an IMMEDIATE transaction, so each row is claimed by one process at a time, and a crashed process's
+leases simply expire.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["Claim", "DeadLetter", "Outbox", "OutboxStats"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id TEXT PRIMARY KEY,
+    recorded_at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deliveries (
+    sink TEXT NOT NULL,
+    event_id TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    lease_owner TEXT,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    dead_at REAL,
+    PRIMARY KEY (sink, event_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (sink, state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS deliveries_event ON deliveries (event_id);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A delivery this process holds a lease on."""
+
+    event_id: str
+    body: str
+    attempts: int
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    sink: str
+    event_id: str
+    attempts: int
+    reason: str | None
+    dead_at: float | None
+    recorded_at: float
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    pending: int
+    dead: int
+    oldest_pending_age: float | None
+
+
+class Outbox:
+    """One per process; each thread gets its own connection (sqlite3 connections are not shared across threads)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.owner = uuid.uuid4().hex
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        # executescript manages its own transaction; CREATE ... IF NOT EXISTS makes it safe for concurrent openers.
+        self._conn().executescript(_SCHEMA)
+
+    # -- connections -------------------------------------------------------------------------------------------
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        # IMMEDIATE takes the write lock up front, so two processes claiming at once serialise instead of both
+        # reading the same due rows and then failing to upgrade.
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def forget_connections(self) -> None:
+        """After fork: a child must never use the parent's SQLite connections, nor close them (that would release
+        locks the parent holds). Drop the references and start afresh."""
+        self._local = threading.local()
+        self._connections = []
+        self._lock = threading.Lock()
+        self.owner = uuid.uuid4().hex
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    # -- writing -----------------------------------------------------------------------------------------------
+    def add(
+        self,
+        events: Sequence[tuple[str, float, str]],
+        sinks: Sequence[str],
+        dead: Sequence[tuple[str, float, str, str]] = (),
+    ) -> None:
+        """Commit (id, recorded_at, body) rows pending for every sink, and already-dead rows with their reason,
+        in one transaction (the group commit)."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.executemany("INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)", events)
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
+                [(sink, event_id, now) for event_id, _, _ in events for sink in sinks],
+            )
+            if dead:
+                conn.executemany(
+                    "INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)",
+                    [(i, r, b) for i, r, b, _ in dead],
+                )
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deliveries (sink, event_id, state, next_attempt_at, last_error, dead_at)"
+                    " VALUES (?, ?, 'dead', ?, ?, ?)",
+                    [(sink, i, now, reason, now) for i, _, _, reason in dead for sink in sinks],
+                )
+
+    def claim(self, sink: str, limit: int, lease: float, now: float | None = None) -> list[Claim]:
+        """Lease up to `limit` due deliveries for `sink`, oldest first."""
+        now = time.time() if now is None else now
+        with self._transaction() as conn:
+            rows = conn.execute(
+                "SELECT d.event_id, e.body, d.attempts, e.recorded_at"
+                " FROM deliveries d JOIN events e ON e.id = d.event_id"
+                " WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at <= ? AND d.lease_until <= ?"
+                " ORDER BY d.next_attempt_at, d.event_id LIMIT ?",
+                (sink, now, now, limit),
+            ).fetchall()
+            conn.executemany(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE sink = ? AND event_id = ?",
+                [(self.owner, now + lease, sink, row[0]) for row in rows],
+            )
+        return [Claim(*row) for row in rows]
+
+    def settle(
+        self,
+        sink: str,
+        delivered: Iterable[str] = (),
+        retry: Iterable[tuple[str, float, str]] = (),
+        dead: Iterable[tuple[str, str]] = (),
+        release: Iterable[str] = (),
+    ) -> None:
+        """Record outcomes for claimed rows in one transaction: delivered ids, (id, next_attempt_at, error) retries,
+        (id, reason) dead letters, and ids handed back untried (pause, shutdown)."""
+        delivered = list(delivered)
+        now = time.time()
+        with self._transaction() as conn:
+            conn.executemany("DELETE FROM deliveries WHERE sink = ? AND event_id = ?", [(sink, i) for i in delivered])
+            conn.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
+                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
+                [(at, err, sink, i) for i, at, err in retry],
+            )
+            conn.executemany(
+                "UPDATE deliveries SET attempts = attempts + 1, state = 'dead', last_error = ?, dead_at = ?,"
+                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
+                [(reason, now, sink, i) for i, reason in dead],
+            )
+            conn.executemany(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
+                [(sink, i) for i in release],
+            )
+            # An event is kept while any sink still owes it (pending or dead); then it goes.
+            conn.executemany(
+                "DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?)",
+                [(i, i) for i in delivered],
+            )
+
+    # -- reading and operating -----------------------------------------------------------------------------------
+    def next_due(self, sink: str) -> float | None:
+        row = (
+            self._conn()
+            .execute(
+                "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries WHERE sink = ? AND state = 'pending'",
+                (sink,),
+            )
+            .fetchone()
+        )
+        return None if row is None or row[0] is None else float(row[0])
+
+    def stats(self, sink: str | None = None) -> OutboxStats:
+        where, args = ("WHERE d.sink = ?", (sink,)) if sink else ("", ())
+        pending, dead, oldest = (
+            self._conn()
+            .execute(
+                "SELECT COALESCE(SUM(d.state = 'pending'), 0), COALESCE(SUM(d.state = 'dead'), 0),"
+                " MIN(CASE WHEN d.state = 'pending' THEN e.recorded_at END)"
+                f" FROM deliveries d JOIN events e ON e.id = d.event_id {where}",
+                args,
+            )
+            .fetchone()
+        )
+        return OutboxStats(int(pending), int(dead), None if oldest is None else max(0.0, time.time() - oldest))
+
+    def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        where, args = ("AND d.sink = ?", (sink, limit)) if sink else ("", (limit,))
+        rows = (
+            self._conn()
+            .execute(
+                "SELECT d.sink, d.event_id, d.attempts, d.last_error, d.dead_at, e.recorded_at, e.body"
+                f" FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'dead' {where}"
+                " ORDER BY d.dead_at, d.event_id LIMIT ?",
+                args,
+            )
+            .fetchall()
+        )
+        return [DeadLetter(*row) for row in rows]
+
+    def replay(self, sink: str | None = None, event_ids: Sequence[str] | None = None) -> int:
+        """Put dead letters back in the queue (an operator's decision, e.g. after fixing an organization id)."""
+        clauses, args = ["state = 'dead'"], []
+        if sink:
+            clauses.append("sink = ?")
+            args.append(sink)
+        if event_ids:
+            clauses.append(f"event_id IN ({','.join('?' * len(event_ids))})")
+            args.extend(event_ids)
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?, dead_at = NULL"
+                f" WHERE {' AND '.join(clauses)}",
+                [time.time(), *args],
+            )
+            return cur.rowcount
+
+    def purge(self, sink: str | None = None, *, dead_only: bool = True) -> int:
+        """Delete dead letters (or, with dead_only=False, everything) for one sink or all."""
+        clauses, args = ([] if not dead_only else ["state = 'dead'"]), []
+        if sink:
+            clauses.append("sink = ?")
+            args.append(sink)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._transaction() as conn:
+            count = conn.execute(f"DELETE FROM deliveries {where}", args).rowcount
+            conn.execute("DELETE FROM events WHERE id NOT IN (SELECT event_id FROM deliveries)")
+            return count

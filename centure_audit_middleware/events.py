@@ -1,0 +1,411 @@
+"""The audit event model, the WorkOS limits it must respect, and its wire forms.
+
+Everything here is plain data: the request path never builds an `AuditEvent` (it hands a `PendingEvent` to the
+dispatcher), so the validation and coercion below run off the request path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+import json
+import math
+import os
+import re
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+if TYPE_CHECKING:
+    from workos.audit_logs.models import AuditLogEvent
+
+__all__ = [
+    "MAX_METADATA_KEYS",
+    "MAX_METADATA_KEY_LENGTH",
+    "MAX_METADATA_VALUE_LENGTH",
+    "TRUNCATION_MARKER",
+    "Actor",
+    "AuditEvent",
+    "EventContext",
+    "EventError",
+    "GeoInfo",
+    "MetadataError",
+    "MetadataValue",
+    "RequestInfo",
+    "Target",
+    "UserAgentInfo",
+    "coerce_metadata",
+    "new_event_id",
+    "truncate",
+]
+
+MetadataValue: TypeAlias = str | int | float | bool
+
+# WorkOS limits for event, actor and target metadata (DESIGN §6).
+MAX_METADATA_KEYS: Final = 50
+MAX_METADATA_KEY_LENGTH: Final = 40
+MAX_METADATA_VALUE_LENGTH: Final = 500
+TRUNCATION_MARKER: Final = "…[truncated]"
+UNKNOWN_LOCATION: Final = "unknown"
+
+_VALID_KEY = re.compile(r"^[A-Za-z0-9_-]{0,40}$")
+_INVALID_KEY_CHARS = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class EventError(ValueError):
+    """An event that cannot be delivered as it stands; the message says which field and why."""
+
+
+class MetadataError(EventError):
+    """Metadata that no documented coercion can bring within the WorkOS rules."""
+
+
+def truncate(value: str, limit: int = MAX_METADATA_VALUE_LENGTH) -> str:
+    """Cut `value` to at most `limit` characters, ending with a visible marker when anything was cut."""
+    if len(value) <= limit:
+        return value
+    return value[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+
+
+def _coerce_key(key: object, where: str) -> str:
+    if not isinstance(key, str):
+        raise MetadataError(f"{where}: metadata key {key!r} is a {type(key).__name__}, not a string")
+    if _VALID_KEY.match(key):
+        return key
+    # Documented coercion: characters WorkOS refuses (dots, spaces, ...) become "_", then cut to 40.
+    return _INVALID_KEY_CHARS.sub("_", key)[:MAX_METADATA_KEY_LENGTH]
+
+
+def _coerce_value(value: object, key: str, where: str) -> MetadataValue:
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        # JSON has no NaN or infinity; WorkOS would refuse the whole event.
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, str):
+        return truncate(value)
+    if value is None:
+        # Centure's own events send "" for absent optional fields (impersonator_email, ...).
+        return ""
+    if isinstance(value, bytes):
+        return truncate(value.decode("utf-8", "replace"))
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return _coerce_value(value.value, key, where)
+    if isinstance(value, uuid.UUID | Decimal):
+        return str(value)
+    if isinstance(value, Mapping | list | tuple):
+        try:
+            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(f"{where}: metadata[{key!r}] cannot be encoded as JSON: {exc}") from None
+        return truncate(encoded)
+    raise MetadataError(
+        f"{where}: metadata[{key!r}] is a {type(value).__name__}; WorkOS accepts strings, numbers and booleans"
+    )
+
+
+def coerce_metadata(metadata: Mapping[str, object] | None, where: str = "event") -> dict[str, MetadataValue]:
+    """Bring metadata within the WorkOS rules, or raise `MetadataError` naming the field.
+
+    Coercions (documented in the README): invalid key characters become ``_`` and keys are cut to 40 characters;
+    strings are cut to 500 characters ending in ``…[truncated]``; ``None`` becomes ``""``; dates, UUIDs, decimals
+    and enums become strings; dicts and lists become compact JSON strings. Errors: more than 50 keys, two keys
+    that coerce to the same name, non-string keys, and values of any other type.
+    """
+    if not metadata:
+        return {}
+    if not isinstance(metadata, Mapping):
+        raise MetadataError(f"{where}: metadata must be a mapping, not {type(metadata).__name__}")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise MetadataError(f"{where}: metadata has {len(metadata)} keys; WorkOS allows at most {MAX_METADATA_KEYS}")
+    clean: dict[str, MetadataValue] = {}
+    for raw_key, raw_value in metadata.items():
+        key = _coerce_key(raw_key, where)
+        if key in clean:
+            raise MetadataError(f"{where}: metadata keys {raw_key!r} and another both coerce to {key!r}")
+        clean[key] = _coerce_value(raw_value, key, where)
+    return clean
+
+
+def _require_text(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise EventError(f"{what} must be a non-empty string, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who did it. `type` is "user" for people; use e.g. "api_key" or "system" for machines and jobs."""
+
+    id: str
+    type: str = "user"
+    name: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _entity_dict(self.id, self.type, self.name, self.metadata)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Actor:
+        return cls(
+            id=data["id"], type=data.get("type", "user"), name=data.get("name"), metadata=data.get("metadata") or {}
+        )
+
+    def validated(self) -> Actor:
+        _require_text(self.id, "actor.id")
+        _require_text(self.type, "actor.type")
+        return dataclasses.replace(self, metadata=coerce_metadata(self.metadata, "actor"))
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What was acted on. Build from known values, or declare how to find them with `from_path`/`from_result`."""
+
+    type: str
+    id: str
+    name: str | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def from_path(type: str, param: str, *, name: str | None = None) -> Any:
+        """A target whose id is the route's path parameter `param` (resolved when the event is built)."""
+        from .annotations import PathTarget
+
+        return PathTarget(type=type, param=param, name=name)
+
+    @staticmethod
+    def from_result(type: str, id: Any = "id", *, name: Any = None) -> Any:
+        """A target read from the handler's return value: `id`/`name` are attribute or key names, or callables."""
+        from .annotations import ResultTarget
+
+        return ResultTarget(type=type, id=id, name=name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _entity_dict(self.id, self.type, self.name, self.metadata)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Target:
+        return cls(type=data["type"], id=data["id"], name=data.get("name"), metadata=data.get("metadata") or {})
+
+    def validated(self, index: int) -> Target:
+        _require_text(self.type, f"targets[{index}].type")
+        _require_text(self.id, f"targets[{index}].id")
+        return dataclasses.replace(self, metadata=coerce_metadata(self.metadata, f"targets[{index}]"))
+
+
+def _entity_dict(id: str, type: str, name: str | None, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"id": id, "type": type}
+    if name is not None:
+        out["name"] = name
+    if metadata:
+        out["metadata"] = dict(metadata)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """WorkOS `context`: `location` is the client IP (or "unknown"); `user_agent` the raw header."""
+
+    location: str = UNKNOWN_LOCATION
+    user_agent: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"location": self.location}
+        if self.user_agent is not None:
+            out["user_agent"] = self.user_agent
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GeoInfo:
+    """Where an IP address is, as far as the configured database knows. All fields optional."""
+
+    country_code: str | None = None
+    country: str | None = None
+    subdivision: str | None = None
+    city: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    accuracy_radius_km: int | None = None
+    time_zone: str | None = None
+    asn: int | None = None
+    as_organization: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GeoInfo:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class UserAgentInfo:
+    """A parsed user agent. `device_class` is one of desktop, mobile, tablet, bot, other."""
+
+    browser_family: str = "Other"
+    browser_version: str | None = None
+    os_family: str = "Other"
+    os_version: str | None = None
+    device_family: str = "Other"
+    device_brand: str | None = None
+    device_model: str | None = None
+    device_class: str = "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> UserAgentInfo:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class RequestInfo:
+    """The HTTP exchange that produced the event (kept by the local store, not sent to WorkOS)."""
+
+    method: str | None = None
+    path: str | None = None
+    route: str | None = None
+    status: int | None = None
+    peer: str | None = None
+    request_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RequestInfo:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One audit record, WorkOS-shaped, plus the enrichment the local store keeps.
+
+    `id` is fixed when the event is recorded and is sent as the `Idempotency-Key` on every attempt.
+    """
+
+    id: str
+    organization_id: str
+    action: str
+    occurred_at: dt.datetime
+    actor: Actor
+    targets: tuple[Target, ...] = ()
+    context: EventContext = field(default_factory=EventContext)
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    version: int | None = None
+    geo: GeoInfo | None = None
+    user_agent: UserAgentInfo | None = None
+    request: RequestInfo | None = None
+
+    def validated(self) -> AuditEvent:
+        """A copy within WorkOS's rules (coercions as in `coerce_metadata`), or `EventError` naming the field."""
+        _require_text(self.id, "id")
+        _require_text(self.organization_id, "organization_id")
+        _require_text(self.action, "action")
+        if not isinstance(self.occurred_at, dt.datetime) or self.occurred_at.utcoffset() is None:
+            raise EventError("occurred_at must be a timezone-aware datetime")
+        if not isinstance(self.actor, Actor):
+            raise EventError(f"actor must be an Actor, got {type(self.actor).__name__}")
+        targets = tuple(_as_target(t, i).validated(i) for i, t in enumerate(self.targets))
+        return dataclasses.replace(
+            self,
+            actor=self.actor.validated(),
+            targets=targets,
+            metadata=coerce_metadata(self.metadata, "event"),
+        )
+
+    def to_workos(self) -> dict[str, Any]:
+        """The `event` object of `POST /audit_logs/events`."""
+        out: dict[str, Any] = {
+            "action": self.action,
+            "occurred_at": self.occurred_at.astimezone(dt.UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "actor": self.actor.to_dict(),
+            "targets": [t.to_dict() for t in self.targets],
+            "context": self.context.to_dict(),
+        }
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        if self.version is not None:
+            out["version"] = self.version
+        return out
+
+    def to_sdk(self) -> AuditLogEvent:
+        """The `workos` SDK's `AuditLogEvent` (the SDK refuses plain dicts)."""
+        from workos.audit_logs.models import AuditLogEvent
+
+        event = AuditLogEvent.from_dict(self.to_workos())
+        # from_dict parses the timestamp; make sure it stays tz-aware whatever the SDK version does with "Z".
+        if isinstance(getattr(event, "occurred_at", None), dt.datetime) and event.occurred_at.tzinfo is None:
+            object.__setattr__(event, "occurred_at", self.occurred_at.astimezone(dt.UTC))
+        return event
+
+    def to_dict(self) -> dict[str, Any]:
+        """A lossless JSON-ready form (outbox, JSON Lines, local store)."""
+        out = {"id": self.id, "organization_id": self.organization_id, **self.to_workos()}
+        out["occurred_at"] = self.occurred_at.isoformat()
+        if self.geo is not None:
+            out["geo"] = self.geo.to_dict()
+        if self.user_agent is not None:
+            out["user_agent_parsed"] = self.user_agent.to_dict()
+        if self.request is not None:
+            out["request"] = self.request.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AuditEvent:
+        context = data.get("context") or {}
+        return cls(
+            id=data["id"],
+            organization_id=data["organization_id"],
+            action=data["action"],
+            occurred_at=_parse_datetime(data["occurred_at"]),
+            actor=Actor.from_dict(data["actor"]),
+            targets=tuple(Target.from_dict(t) for t in data.get("targets") or ()),
+            context=EventContext(
+                location=context.get("location", UNKNOWN_LOCATION), user_agent=context.get("user_agent")
+            ),
+            metadata=dict(data.get("metadata") or {}),
+            version=data.get("version"),
+            geo=GeoInfo.from_dict(data["geo"]) if data.get("geo") else None,
+            user_agent=UserAgentInfo.from_dict(data["user_agent_parsed"]) if data.get("user_agent_parsed") else None,
+            request=RequestInfo.from_dict(data["request"]) if data.get("request") else None,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> AuditEvent:
+        return cls.from_dict(json.loads(text))
+
+
+def _as_target(value: object, index: int) -> Target:
+    if isinstance(value, Target):
+        return value
+    raise EventError(f"targets[{index}] must be a Target, got {type(value).__name__}")
+
+
+def _parse_datetime(value: str) -> dt.datetime:
+    parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+
+
+def new_event_id(timestamp: float | None = None) -> str:
+    """A UUIDv7 (time-ordered, so outbox and store order match recording order); WorkOS asks for UUIDs as keys."""
+    ms = int((time.time() if timestamp is None else timestamp) * 1000) & ((1 << 48) - 1)
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms << 80) | (0x7 << 76) | ((rand >> 62) & 0xFFF) << 64 | (0b10 << 62) | (rand & ((1 << 62) - 1))
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,64 @@
+"""The sink interface: where delivered events go, and how a sink says what went wrong."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from ..events import AuditEvent
+
+__all__ = ["PauseDelivery", "RejectEvent", "RetryLater", "Sink", "SinkError"]
+
+
+class SinkError(Exception):
+    """Base of the outcomes a sink reports by raising; anything else a sink raises counts as `RetryLater`."""
+
+
+class RetryLater(SinkError):
+    """A transient failure (timeout, connection error, 408/429/5xx): try again, not before `retry_after` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RejectEvent(SinkError):
+    """This event can never be accepted (400/404/413/422): dead-letter it with `reason`, go on with the others."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class PauseDelivery(SinkError):
+    """The sink refuses everyone (401/403, key revoked): keep every event and stop sending until it recovers."""
+
+
+class Sink(ABC):
+    """Receives validated, redacted, enriched events, in the dispatcher's threads, never on the request path.
+
+    `name` is stable across restarts: the outbox keys each event's delivery state by it.
+    """
+
+    name: str = "sink"
+    #: how many `send` calls the dispatcher may run at once for this sink
+    concurrency: int = 1
+
+    @abstractmethod
+    def send(self, event: AuditEvent) -> None:
+        """Deliver one event or raise a `SinkError` saying why not."""
+
+    def send_many(self, events: Sequence[AuditEvent]) -> list[BaseException | None]:
+        """Deliver several events; returns one outcome per event (None for delivered). Override to batch."""
+        outcomes: list[BaseException | None] = []
+        for event in events:
+            try:
+                self.send(event)
+            except Exception as exc:  # the dispatcher classifies; one bad event must not sink the batch
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
+
+    def close(self) -> None:
+        """Release resources; called once by `Auditor.close()`."""
