@@ -31,8 +31,7 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
 
-        client = scope.get("client")
-        ctx = RequestContext(self.auditor, scope["method"], scope["path"], client[0] if client else None, scope=scope)
+        ctx = RequestContext(self.auditor, scope)
         complete = self.auditor.complete
 
         async def send_wrapper(message: Message) -> None:

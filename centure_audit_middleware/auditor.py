@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .annotations import AuditSpec, RouteMap, spec_of
+from .annotations import SPEC_ATTRIBUTE, AuditSpec, RouteMap, spec_of
 from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
@@ -88,6 +88,7 @@ class Auditor:
         self.sinks = list(sinks)
         self.actor_resolver = actor
         self.organization_resolver = organization
+        self._has_resolvers = actor is not None or organization is not None
         self.client_ip_resolver = ClientIPResolver(trusted_proxies, trusted_hops=trusted_hops, header=forwarded_header)
         self.routes = routes if isinstance(routes, RouteMap) else RouteMap(routes)
         self.record_failures = record_failures
@@ -136,13 +137,29 @@ class Auditor:
 
         return cls(**{**settings_from_env(os.environ if environ is None else environ), **overrides})
 
+    @property
+    def routes(self) -> RouteMap:
+        """Audit specs by method and route template, for endpoints that can't be decorated."""
+        return self._route_map
+
+    @routes.setter
+    def routes(self, routes: RouteMap) -> None:
+        self._route_map = routes
+        self._routes = routes or None  # testing a falsy RouteMap costs a Python call per request; None doesn't
+
     # -- install -------------------------------------------------------------------------------------------------
     def install(self, app: Any) -> Any:
         """Install into a FastAPI, Starlette or Flask app (detected); returns the app."""
         from .adapters import detect
 
         _set_default(self)
-        return detect(app).install(app, self)
+        installed = detect(app).install(app, self)
+        # Start delivering now: a backlog left by an earlier run (crash, outage) must not wait for a new event.
+        self.dispatcher.start()
+        # Load the GeoIP database and compile the user-agent patterns (~0.3 s) now, in the background, so that
+        # no request pays for them.
+        threading.Thread(target=self._load_enrichers, name="centure-audit-warm-up", daemon=True).start()
+        return installed
 
     # -- the request path ----------------------------------------------------------------------------------------
     def complete(self, ctx: RequestContext) -> None:
@@ -154,18 +171,26 @@ class Auditor:
                 scope = ctx.scope
                 endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
                 if endpoint is not None:
-                    spec = spec_of(endpoint, ctx.method)
-                if spec is None and self.routes:
-                    spec = self.routes.lookup(ctx.method, ctx.route_template())
+                    spec = getattr(endpoint, SPEC_ATTRIBUTE, None)
+                    if spec is None and isinstance(endpoint, type):
+                        spec = spec_of(endpoint, ctx.method)
+                if spec is None and self._routes is not None:
+                    spec = self._routes.lookup(ctx.method, ctx.route_template())
             pending = ctx.pending
-            if spec is not None and not ctx.skipped:
-                failures = self.record_failures if spec.record_failures is None else spec.record_failures
-                if ctx.status < 400 or failures:
-                    ctx.spec = spec
+            if (
+                spec is not None
+                and not ctx.skipped
+                and (
+                    ctx.status < 400 or (self.record_failures if spec.record_failures is None else spec.record_failures)
+                )
+            ):
+                ctx.spec = spec
+                if self._has_resolvers:
                     self._resolve_identity(ctx)
-                    self.handoff(ctx)
+                self.handoff(ctx)
             if pending:
-                self._resolve_identity(ctx)
+                if self._has_resolvers:
+                    self._resolve_identity(ctx)
                 for item in pending:
                     self.handoff(item)
         except Exception as exc:  # the request path must never fail because of auditing
@@ -209,8 +234,8 @@ class Auditor:
                     if isinstance(geoip, GeoLocator):
                         self._geo = geoip
                     else:
-                        located = GeoLocator.open(None if geoip in (None, True) else geoip)  # type: ignore[arg-type]
-                        self._geo = located if located.enabled else None
+                        # Kept even when no database is there yet: the locator picks one up when it appears.
+                        self._geo = GeoLocator.open(None if geoip in (None, True) else geoip)  # type: ignore[arg-type]
                 except Exception as exc:
                     logger.warning("audit: geolocation disabled: %r", exc)
             agents = self._user_agents_option

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["Audit", "NoRequestError", "PendingEvent", "RequestContext", "audit", "current_request"]
 
 _UNSET: Final[Any] = object()
+_now = time.time
 
 
 class NoRequestError(RuntimeError):
@@ -34,68 +35,56 @@ class NoRequestError(RuntimeError):
 
 
 class RequestContext:
-    """Everything the audit layer knows about one HTTP request. Created by the middlewares, never by apps."""
+    """Everything the audit layer knows about one HTTP request. Created by the middlewares, never by apps.
 
-    __slots__ = (
-        "_client_ip",
-        "_geo",
-        "_user_agent",
-        "_user_agent_info",
-        "actor",
-        "auditor",
-        "endpoint",
-        "environ",
-        "finished",
-        "metadata",
-        "method",
-        "organization_id",
-        "path",
-        "path_params",
-        "peer",
-        "pending",
-        "result",
-        "route",
-        "scope",
-        "skipped",
-        "spec",
-        "started_at",
-        "status",
-        "targets",
-    )
+    Deliberately not slotted: the request path sets only the three attributes it must, and every other field reads
+    its class-level default until something (an `audit.*` call, the adapter, completion) sets it.
+    """
 
-    def __init__(
-        self,
-        auditor: Auditor,
-        method: str,
-        path: str,
-        peer: str | None,
-        scope: Scope | None = None,
-        environ: WSGIEnviron | None = None,
-    ) -> None:
+    status: int = 0
+    actor: Actor | None = None
+    organization_id: str | None = None
+    targets: list[Target] | None = None
+    metadata: dict[str, Any] | None = None
+    skipped: bool = False
+    finished: bool = False
+    spec: AuditSpec | None = None
+    endpoint: Any = None
+    route: str | None = None
+    path_params: Mapping[str, Any] | None = None
+    result: Any = _UNSET
+    pending: list[PendingEvent] | None = None
+    _client_ip: Any = _UNSET
+    _user_agent: Any = _UNSET
+    _user_agent_info: Any = _UNSET
+    _geo: Any = _UNSET
+
+    def __init__(self, auditor: Auditor, scope: Scope | None = None, environ: WSGIEnviron | None = None) -> None:
         self.auditor = auditor
-        self.method = method
-        self.path = path
-        self.peer = peer
         self.scope = scope
         self.environ = environ
-        self.started_at = time.time()
-        self.status = 0
-        self.actor: Actor | None = None
-        self.organization_id: str | None = None
-        self.targets: list[Target] | None = None
-        self.metadata: dict[str, Any] | None = None
-        self.skipped = False
-        self.finished = False
-        self.spec: AuditSpec | None = None
-        self.endpoint: Any = None
-        self.route: str | None = None
-        self.path_params: Mapping[str, Any] | None = None
-        self.result: Any = _UNSET
-        self.pending: list[PendingEvent] | None = None
-        self._client_ip: Any = _UNSET
-        self._user_agent: Any = _UNSET
-        self._user_agent_info: Any = _UNSET
-        self._geo: Any = _UNSET
+        self.started_at = _now()
+
+    @property
+    def method(self) -> str:
+        if self.scope is not None:
+            return str(self.scope.get("method", "GET"))
+        return str((self.environ or {}).get("REQUEST_METHOD", "GET"))
+
+    @property
+    def path(self) -> str:
+        if self.scope is not None:
+            return str(self.scope.get("path", ""))
+        return str((self.environ or {}).get("PATH_INFO", ""))
+
+    @property
+    def peer(self) -> str | None:
+        """The socket peer's address as the server reported it (kept beside the resolved client IP)."""
+        if self.scope is not None:
+            client = self.scope.get("client")
+            return str(client[0]) if client else None
+        peer = (self.environ or {}).get("REMOTE_ADDR")
+        return peer if isinstance(peer, str) and peer else None
 
     # -- raw request data -------------------------------------------------------------------------------------
     def header(self, name: str) -> str | None:
@@ -210,7 +199,7 @@ class PendingEvent:
         self.organization_id = organization_id
         self.targets = list(targets) if targets is not None else None
         self.metadata = metadata
-        self.occurred_at = occurred_at
+        self.occurred_at = _now() if occurred_at is None else occurred_at
         self.version = version
 
     def __repr__(self) -> str:
@@ -246,15 +235,21 @@ class Audit:
 
     def actor(self, actor: Actor) -> None:
         """Who is acting in this request; typically called once by the app's auth layer."""
-        if not isinstance(actor, Actor):
-            raise TypeError(f"audit.actor() takes an Actor, not {type(actor).__name__}")
-        _require().actor = actor
+        ctx = _current.get()
+        if ctx is None or not isinstance(actor, Actor):  # one test on the fast path, the reasons below
+            if not isinstance(actor, Actor):
+                raise TypeError(f"audit.actor() takes an Actor, not {type(actor).__name__}")
+            ctx = _require()
+        ctx.actor = actor
 
     def organization(self, organization_id: str) -> None:
         """The WorkOS organization this request acts for."""
-        if not isinstance(organization_id, str) or not organization_id:
-            raise TypeError(f"audit.organization() takes a non-empty organization id, not {organization_id!r}")
-        _require().organization_id = organization_id
+        ctx = _current.get()
+        if ctx is None or not organization_id or not isinstance(organization_id, str):
+            if not isinstance(organization_id, str) or not organization_id:
+                raise TypeError(f"audit.organization() takes a non-empty organization id, not {organization_id!r}")
+            ctx = _require()
+        ctx.organization_id = organization_id
 
     def target(self, *targets: Target) -> None:
         """Add targets known only inside the handler (after those declared on the route)."""

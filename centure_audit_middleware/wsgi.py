@@ -52,13 +52,7 @@ class AuditWSGIMiddleware:
         if _current.get() is not None:  # an outer audit middleware handles this request
             return self.app(environ, start_response)
 
-        ctx = RequestContext(
-            self.auditor,
-            environ.get("REQUEST_METHOD", "GET"),
-            environ.get("PATH_INFO", ""),
-            environ.get("REMOTE_ADDR"),
-            environ=environ,
-        )
+        ctx = RequestContext(self.auditor, environ=environ)
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             try:

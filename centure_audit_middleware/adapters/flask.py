@@ -1,13 +1,11 @@
 """Flask adapter: `install(app, auditor)` or the extension pattern `CentureAudit(auditor).init_app(app)`.
 
-The WSGI middleware wraps `app.wsgi_app` (Flask's own recommendation, so `app` stays the Flask object). Flask
-clears its request before the WSGI middleware sees the response, so a `before_request` hook notes the matched
-view function, URL rule and view arguments on the audit context while they exist.
+The WSGI middleware wraps `app.wsgi_app` (Flask's own recommendation, so `app` stays the Flask object).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..context import current_request
 from ..wsgi import AuditWSGIMiddleware
@@ -30,17 +28,23 @@ def install(app: Flask, auditor: Auditor) -> Flask:
     app.extensions[_EXTENSION] = auditor
     app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app, auditor=auditor)  # type: ignore[method-assign]
     view_functions = app.view_functions
+    dispatch_request = app.dispatch_request
 
-    @app.before_request
-    def _note_route() -> None:
+    # Flask matches the URL before dispatching, then forgets the request before the WSGI middleware sees the
+    # response: note the view, rule and arguments on the audit context on the way in. Wrapping dispatch_request
+    # (rather than a before_request hook) costs one call, where Flask's hook machinery costs several.
+    def audited_dispatch_request(*args: Any, **kwargs: Any) -> Any:
         ctx = current_request()
         if ctx is not None:
-            rule = request.url_rule
+            req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not three
+            rule = req.url_rule
             if rule is not None:
                 ctx.route = rule.rule
                 ctx.endpoint = view_functions.get(rule.endpoint)
-            ctx.path_params = request.view_args
+            ctx.path_params = req.view_args
+        return dispatch_request(*args, **kwargs)
 
+    app.dispatch_request = audited_dispatch_request  # type: ignore[method-assign]
     return app
 
 

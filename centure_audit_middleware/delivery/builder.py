@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
@@ -106,7 +107,7 @@ class EventBuilder:
         when = (
             occurred_at
             if isinstance(occurred_at, dt.datetime)
-            else dt.datetime.fromtimestamp(occurred_at or 0.0, dt.UTC)
+            else dt.datetime.fromtimestamp(time.time() if occurred_at is None else occurred_at, dt.UTC)
         )
         geo = user_agent_info = request = None
         location, user_agent = "unknown", None

@@ -35,6 +35,10 @@ __all__ = ["Dispatcher", "DispatcherConfig"]
 logger = logging.getLogger("centure_audit_middleware.delivery")
 
 
+class _Deferred(Exception):
+    """Not attempted (the sink asked everyone to wait): handed back without counting an attempt."""
+
+
 class _QuietLog:
     """At most one line per reason per interval, and never re-entered from inside a log call: an app that routes
     `logging` into a failing handler (or into something that records audit events) can't make us recurse."""
@@ -97,6 +101,7 @@ class Dispatcher:
         self.builder = builder
         self.config = config
         self._log = _QuietLog(config.log_interval)
+        self._max_queue = config.max_queue
         self._outbox: Outbox | None = None
         self._init_state()
         ref = weakref.ref(self)
@@ -119,6 +124,7 @@ class Dispatcher:
         self._threads: list[threading.Thread] = []
         self._recorded = 0
         self._drained = 0
+        self._in_progress = 0
         self._spooled = 0
         self._dropped: Counter[str] = Counter()
         self._uncommitted: list[tuple[str, float, str]] = []
@@ -141,14 +147,20 @@ class Dispatcher:
     # -- the request path ----------------------------------------------------------------------------------------
     def submit(self, item: RequestContext | PendingEvent) -> None:
         """Hand an event to the pipeline. Never blocks, never raises."""
+        queue = self._queue
+        if self._running and len(queue) < self._max_queue:
+            queue.append(item)  # deque.append is atomic in CPython: no lock on the request path
+            return
+        self._submit_slow(item)
+
+    def _submit_slow(self, item: RequestContext | PendingEvent) -> None:
         try:
             if not self._running:
                 self.start()
-            queue = self._queue
-            if len(queue) >= self.config.max_queue:
+            if len(self._queue) >= self._max_queue:
                 self._drop("queue_full")
                 return
-            queue.append(item)
+            self._queue.append(item)
         except Exception as exc:  # pragma: no cover - last line of defence for the request path
             self._drop("handoff_error")
             self._log(logging.ERROR, "handoff", "audit hand-off failed: %r", exc)
@@ -186,9 +198,9 @@ class Dispatcher:
         """Wait until everything submitted so far is committed and delivered to every sink (or dead-lettered).
         Returns False if the deadline passed first (events stay in the outbox; nothing is lost)."""
         if not self._running:
-            if not self._queue:
-                return self._outbox_empty()
-            self.start()
+            if not self._queue and self._outbox_empty():
+                return True
+            self.start()  # a backlog left by an earlier run (restart after a crash or an outage)
         deadline = time.monotonic() + timeout
         if not self._wait_committed(deadline):
             return False
@@ -202,7 +214,7 @@ class Dispatcher:
 
     def _wait_committed(self, deadline: float) -> bool:
         with self._committed:
-            target = self._drained + len(self._queue)
+            target = self._drained + self._in_progress + len(self._queue)
             self._wake.set()
             while self._drained < target or self._uncommitted or self._uncommitted_dead:
                 remaining = deadline - time.monotonic()
@@ -231,6 +243,10 @@ class Dispatcher:
                 state.pool.shutdown(wait=False, cancel_futures=True)
         self._running = False
         if self._outbox is not None:
+            try:
+                self._outbox.release_leases()
+            except Exception as exc:  # a read-only or vanished file: the leases simply expire
+                self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
         for sink in self.sinks:
             try:
@@ -254,9 +270,12 @@ class Dispatcher:
     def _commit_once(self) -> int:
         queue = self._queue
         items: list[RequestContext | PendingEvent] = []
-        while queue and len(items) < 10_000:
-            items.append(queue.popleft())
+        with self._committed:  # so that flush() never sees an item neither queued nor counted
+            while queue and len(items) < 10_000:
+                items.append(queue.popleft())
+            self._in_progress = len(items)
         rows, dead = self._uncommitted, self._uncommitted_dead
+        now = time.time()
         for item in items:
             try:
                 event = self.builder.build(item)
@@ -268,7 +287,8 @@ class Dispatcher:
                 dead.append(self._dead_row(item, f"event could not be built: {exc!r}"))
                 self._log(logging.ERROR, "build", "audit event could not be built: %r", exc)
                 continue
-            rows.append((event.id, event.occurred_at.timestamp(), event.to_json()))
+            # recorded_at is when we took responsibility (the idempotency window's start), not when it occurred.
+            rows.append((event.id, now, event.to_json()))
         count = len(rows) + len(dead)
         if count:
             try:
@@ -289,6 +309,7 @@ class Dispatcher:
         with self._committed:
             self._drained += len(items)
             self._recorded += len(items)
+            self._in_progress = 0
             self._committed.notify_all()
         return count
 
@@ -339,12 +360,19 @@ class Dispatcher:
                 )
             if state.paused and not probing:  # another thread of this batch just hit 401/403
                 return PauseDelivery("paused")
+            if state.not_before > time.time():  # another thread of this batch just got a Retry-After
+                return _Deferred()
             if state.limiter is not None and not state.limiter.acquire(self._stop):
                 return RetryLater("shutting down")
             try:
                 state.sink.send(AuditEvent.from_json(claim.body))
             except PauseDelivery as exc:
                 self._pause(state, exc)
+                return exc
+            except RetryLater as exc:
+                if exc.retry_after:  # hold back the rest of the batch at once, not after it is settled
+                    wait = min(exc.retry_after, self.config.retry.max_retry_after)
+                    state.not_before = max(state.not_before, time.time() + wait)
                 return exc
             except Exception as exc:
                 return exc
@@ -376,7 +404,7 @@ class Dispatcher:
             elif isinstance(outcome, RejectEvent):
                 dead.append((claim.event_id, outcome.reason))
                 self._log(logging.WARNING, f"dead:{name}", "audit event dead-lettered by %s: %s", name, outcome.reason)
-            elif isinstance(outcome, PauseDelivery):
+            elif isinstance(outcome, PauseDelivery | _Deferred):
                 release.append(claim.event_id)
             else:
                 retry_after = outcome.retry_after if isinstance(outcome, RetryLater) else None

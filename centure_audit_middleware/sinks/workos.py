@@ -49,6 +49,8 @@ class WorkOSSink(Sink):
         self._client: WorkOSClient | None = None
         self._pid = 0
         self._lock = threading.Lock()
+        # The SDK takes seconds to import: pay it when the app starts, not when its first event is sent.
+        import workos  # noqa: F401
 
     def client(self) -> WorkOSClient:
         # One client per process: its connection pool must not be shared with a forked parent.
