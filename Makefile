@@ -4,10 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit bench clean
+.PHONY: venv demo test lint typecheck unit services bench clean
 
 $(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
@@ -24,13 +24,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
-	$(BIN)/pytest
+# Services the suite talks to for real: PostgreSQL (the store's second backend) and Chromium (browser tests).
+# As root they are installed and started; otherwise the tests that need them are skipped, and say so.
+services:
+	@if [ "$$(id -u)" = 0 ]; then scripts/install-services.sh; else echo "not root: PostgreSQL and browser tests will be skipped"; fi
+
+unit: $(STAMP) services
+	DSN="$$( [ "$$(id -u)" = 0 ] && scripts/postgres-test-server.sh || true )"; \
+	CENTURE_AUDIT_TEST_POSTGRES_DSN="$$DSN" $(BIN)/pytest
 
 test: lint typecheck unit
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/request_overhead.py
+	$(BIN)/python benchmarks/enrichment.py
+	$(BIN)/python benchmarks/delivery.py
+	$(BIN)/python benchmarks/store.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

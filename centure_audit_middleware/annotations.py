@@ -54,11 +54,27 @@ class ResultTarget:
     def resolve(self, ctx: RequestContext) -> Target | None:
         if not ctx.has_result:
             return None
-        target_id = _pick(ctx.result, self.id)
+        result = _payload(ctx.result)
+        target_id = _pick(result, self.id)
         if target_id is None:
             return None
-        name = _pick(ctx.result, self.name) if self.name is not None else None
+        name = _pick(result, self.name) if self.name is not None else None
         return Target(self.type, id=str(target_id), name=None if name is None else str(name))
+
+
+def _payload(result: Any) -> Any:
+    """What a handler returned, as data: a Flask `(response, status)` tuple's response, and the JSON body of a
+    Flask or Starlette JSON response; anything else as it is."""
+    if isinstance(result, tuple) and result:
+        result = result[0]
+    get_json = getattr(result, "get_json", None)  # Flask / werkzeug responses
+    if callable(get_json):
+        return get_json(silent=True)
+    if getattr(result, "media_type", None) == "application/json" and isinstance(getattr(result, "body", None), bytes):
+        import json
+
+        return json.loads(result.body)  # Starlette's JSONResponse
+    return result
 
 
 def _pick(obj: Any, how: Any) -> Any:

@@ -64,11 +64,25 @@ class MetadataError(EventError):
     """Metadata that no documented coercion can bring within the WorkOS rules."""
 
 
+def _utf16_length(value: str) -> int:
+    return len(value) + sum(1 for ch in value if ord(ch) > 0xFFFF)
+
+
 def truncate(value: str, limit: int = MAX_METADATA_VALUE_LENGTH) -> str:
-    """Cut `value` to at most `limit` characters, ending with a visible marker when anything was cut."""
-    if len(value) <= limit:
+    """Cut `value` to at most `limit` characters, ending with a visible marker when anything was cut.
+
+    Characters are counted as JavaScript counts them (UTF-16 code units: an emoji is two), which is never fewer
+    than Python's count, so the result fits whichever way the API counts. A cut never splits a character.
+    """
+    if len(value) <= limit // 2 or _utf16_length(value) <= limit:
         return value
-    return value[: limit - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    budget = limit - len(TRUNCATION_MARKER)
+    used = 0
+    for index, ch in enumerate(value):
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > budget:
+            return value[:index] + TRUNCATION_MARKER
+    return value  # pragma: no cover - unreachable: the length check above said it does not fit
 
 
 def _coerce_key(key: object, where: str) -> str:

@@ -55,6 +55,15 @@ def test_long_string_truncated_with_marker() -> None:
     assert truncate("short") == "short"
 
 
+def test_truncation_counts_utf16_units_and_never_splits_a_character() -> None:
+    emoji = "😀" * 400  # 400 characters, 800 UTF-16 units
+    cut = truncate(emoji)
+    assert cut.endswith(TRUNCATION_MARKER)
+    assert len(cut.encode("utf-16-le")) // 2 <= 500
+    assert set(cut.removesuffix(TRUNCATION_MARKER)) == {"😀"}
+    assert truncate("😀" * 250) == "😀" * 250  # exactly 500 units fits
+
+
 @pytest.mark.parametrize(
     ("given", "message"),
     [

@@ -48,9 +48,9 @@ def make_app() -> Flask:
         return jsonify(ok=True)
 
     @app.post("/projects")
-    @audited("project.create", targets=[Target.from_result("project", id=lambda r: r.json["id"])])
+    @audited("project.create", targets=[Target.from_result("project", id="id", name=lambda body: body["name"].upper())])
     def create_project() -> Any:
-        return jsonify(id="proj_5")
+        return jsonify(id="proj_5", name="apollo"), 201  # a (response, status) tuple: its JSON body is used
 
     @app.get("/stream")
     @audited("export.download")
@@ -113,7 +113,7 @@ def test_decorated_view(app: Flask, auditor: Auditor, sink: MemorySink) -> None:
 def test_targets_from_return_value(app: Flask, auditor: Auditor, sink: MemorySink) -> None:
     app.test_client().post("/projects")
     [event] = delivered(auditor, sink)
-    assert event.targets == (Target("project", id="proj_5"),)
+    assert event.targets == (Target("project", id="proj_5", name="APOLLO"),)
 
 
 def test_streamed_body_recorded_after_close(app: Flask, auditor: Auditor, sink: MemorySink) -> None:

@@ -229,6 +229,8 @@ class Dispatcher:
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush within `timeout`, then stop the threads; undelivered events stay in the outbox for next time."""
+        if not self._running and not self._queue and self._outbox is None:
+            return True  # never started (or already closed): nothing to flush, and no file to open
         flushed = self.flush(timeout) if self._running or self._queue else True
         self._stop.set()
         self._wake.set()
@@ -248,6 +250,7 @@ class Dispatcher:
             except Exception as exc:  # a read-only or vanished file: the leases simply expire
                 self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
+            self._outbox = None  # reopened on the next event, if any
         for sink in self.sinks:
             try:
                 sink.close()
@@ -378,9 +381,25 @@ class Dispatcher:
                 return exc
             return None
 
-        if state.pool is None or len(claims) == 1:
+        if state.pool is not None and len(claims) > 1:
+            return list(state.pool.map(one, claims))
+        if state.limiter is not None or state.paused:
             return [one(c) for c in claims]
-        return list(state.pool.map(one, claims))
+        # A local sink (store, file, memory): one send_many call, so a store can write the batch in one transaction.
+        outcomes: list[BaseException | None] = [None] * len(claims)
+        batch: list[tuple[int, AuditEvent]] = []
+        for i, claim in enumerate(claims):
+            if now - claim.recorded_at > window:
+                outcomes[i] = one(claim)
+            else:
+                batch.append((i, AuditEvent.from_json(claim.body)))
+        try:
+            results = state.sink.send_many([event for _, event in batch])
+        except Exception as exc:  # a sink whose send_many itself fails: every event of the batch is retried
+            results = [exc] * len(batch)
+        for (i, _), result in zip(batch, results, strict=True):
+            outcomes[i] = result
+        return outcomes
 
     def _pause(self, state: _SinkState, exc: PauseDelivery) -> None:
         with self._lock:
@@ -406,6 +425,8 @@ class Dispatcher:
                 self._log(logging.WARNING, f"dead:{name}", "audit event dead-lettered by %s: %s", name, outcome.reason)
             elif isinstance(outcome, PauseDelivery | _Deferred):
                 release.append(claim.event_id)
+                if isinstance(outcome, PauseDelivery):
+                    self._pause(state, outcome)  # no-op when the sending thread already paused it
             else:
                 retry_after = outcome.retry_after if isinstance(outcome, RetryLater) else None
                 if retry_after:

@@ -85,7 +85,8 @@ class WorkOSSink(Sink):
                 raise PauseDelivery(_describe(exc)) from None
             if status in _REJECT or (400 <= status < 500 and status not in (408, 409, 425)):
                 raise RejectEvent(_describe(exc)) from None
-            raise RetryLater(_describe(exc)) from None
+            # A 503 may carry Retry-After too; the SDK parses it only for 429.
+            raise RetryLater(_describe(exc), retry_after=_retry_after(exc)) from None
         except WorkOSError as exc:  # timeouts, connection errors, network errors
             raise RetryLater(f"{type(exc).__name__}: {exc}") from None
 
@@ -93,6 +94,15 @@ class WorkOSSink(Sink):
         client, self._client = self._client, None
         if client is not None and self._pid == os.getpid():
             client.close()
+
+
+def _retry_after(exc: Any) -> float | None:
+    from workos._base_client import _BaseWorkOSClient
+
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    value = headers.get("Retry-After") if headers is not None else None
+    parsed: float | None = _BaseWorkOSClient._parse_retry_after(value)
+    return parsed
 
 
 def _describe(exc: Any) -> str:

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install (as root, non-interactively, idempotently) the system packages the test suite uses for real:
+# PostgreSQL for the store's PostgreSQL backend, Debian's Chromium for the admin page's browser tests.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+missing=()
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "install-services: installing ${missing[*]}" >&2
+    apt-get update -qq >&2
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
