@@ -501,10 +501,14 @@ def test_over_long_value() -> None:
 
 
 def test_over_long_in_utf16_even_when_500_code_points() -> None:
-    # 500 code points pass the generic coercion, but WorkOS (JavaScript) counts 1,000 and would refuse the event.
+    # WorkOS (JavaScript) counts 1,000 characters in 500 emoji: the validator says so on an uncoerced event...
     sample = SAMPLES[c.SSO_VIEW_SETTINGS]()
-    event = built(sample, metadata={"source": "😀" * 500})
-    assert reasons(event) == ["sso.view_settings: metadata.source: 1000 characters, at most 500 allowed"]
+    raw = dataclasses.replace(built(sample), metadata={"source": "😀" * 500})
+    assert reasons(raw) == ["sso.view_settings: metadata.source: 1000 characters, at most 500 allowed"]
+    # ...and the pipeline's coercion, which counts the same way, cuts it to fit before the validator runs.
+    coerced = built(sample, metadata={"source": "😀" * 500})
+    assert reasons(coerced) == []
+    assert len(str(coerced.metadata["source"]).encode("utf-16-le")) // 2 <= 500
 
 
 def test_missing_required_metadata() -> None:
