@@ -10,7 +10,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .annotations import SPEC_ATTRIBUTE, AuditSpec, RouteMap, spec_of
+from .annotations import AuditSpec, RouteMap, spec_of
 from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
@@ -171,7 +171,7 @@ class Auditor:
                 scope = ctx.scope
                 endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
                 if endpoint is not None:
-                    spec = getattr(endpoint, SPEC_ATTRIBUTE, None)
+                    spec = getattr(endpoint, "__centure_audit__", None)  # SPEC_ATTRIBUTE, as a constant: hot path
                     if spec is None and isinstance(endpoint, type):
                         spec = spec_of(endpoint, ctx.method)
                 if spec is None and self._routes is not None:

@@ -54,6 +54,8 @@ class RequestContext:
     path_params: Mapping[str, Any] | None = None
     result: Any = _UNSET
     pending: list[PendingEvent] | None = None
+    scope: Scope | None = None
+    environ: WSGIEnviron | None = None
     _client_ip: Any = _UNSET
     _user_agent: Any = _UNSET
     _user_agent_info: Any = _UNSET

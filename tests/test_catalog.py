@@ -25,7 +25,7 @@ from .conftest import ORG, delivered
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = ROOT / "centure_audit_middleware" / "catalog" / "centure.json"
-DOC = ROOT / "docs" / "catalog.md"
+DOC = ROOT / "README.md"
 SHARED = ROOT.parent / "shared" / "data" / "centure-catalog.json"
 
 JANE = c.actor("user_01JANE", "Jane", "Smith", "jane@example.com")
@@ -653,10 +653,10 @@ def test_default_mode_logs_and_delivers(tmp_path: Path, caplog: pytest.LogCaptur
 def test_docs_table_is_up_to_date() -> None:
     text = DOC.read_text(encoding="utf-8")
     begin, end = "<!-- catalog-table:begin -->\n", "<!-- catalog-table:end -->"
-    assert begin in text and end in text, "docs/catalog.md lost its table markers"
+    assert begin in text and end in text, "README.md lost its catalog table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == c.markdown_table(c.Catalog.centure()), (
-        "docs/catalog.md is out of date: regenerate the table with centure_audit_middleware.catalog.markdown_table()"
+        "README.md's catalog table is out of date: regenerate the table with centure_audit_middleware.catalog.markdown_table()"
     )
 
 

@@ -1,4 +1,4 @@
-"""The catalog as a Markdown table, for the README (`docs/catalog.md` is generated from it and tested for drift)."""
+"""The catalog as a Markdown table, for the README (its catalog section is generated from it and tested for drift)."""
 
 from __future__ import annotations
 

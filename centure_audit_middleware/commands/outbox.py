@@ -1,0 +1,129 @@
+"""`centure-audit outbox status | dead | replay | purge`: look after the delivery outbox of a running or stopped app.
+
+Works on the file directly (the app may be running: SQLite's WAL lets readers in, and writes take the same lock as
+the dispatcher's), so an operator can see a backlog, read dead letters and decide what to replay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from typing import Any
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("outbox", help="inspect the delivery outbox: status, dead letters, replay, purge")
+    parser.add_argument(
+        "--outbox",
+        default=os.environ.get("CENTURE_AUDIT_OUTBOX", "audit-outbox.db"),
+        help="the outbox file (default: $CENTURE_AUDIT_OUTBOX or ./audit-outbox.db)",
+    )
+    actions = parser.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
+
+    status = actions.add_parser("status", help="pending and dead deliveries per sink, oldest pending age")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(handler=_status)
+
+    dead = actions.add_parser("dead", help="list dead letters with their reasons")
+    dead.add_argument("--sink", default=None)
+    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--json", action="store_true", help="one JSON object per line, with the event")
+    dead.set_defaults(handler=_dead)
+
+    replay = actions.add_parser("replay", help="put dead letters back in the queue (all, or by --id / --sink)")
+    replay.add_argument("--sink", default=None)
+    replay.add_argument("--id", dest="ids", action="append", default=None, help="an event id (repeatable)")
+    replay.set_defaults(handler=_replay)
+
+    purge = actions.add_parser("purge", help="delete dead letters (or, with --all, everything) for good")
+    purge.add_argument("--sink", default=None)
+    purge.add_argument("--all", action="store_true", help="pending deliveries too: they will never be sent")
+    purge.add_argument("--yes", action="store_true", help="do it (without it, only say what would go)")
+    purge.set_defaults(handler=_purge)
+
+
+def _open(args: argparse.Namespace) -> Any:
+    from ..delivery.outbox import Outbox
+
+    if not os.path.exists(args.outbox):
+        print(f"no outbox at {args.outbox}", file=sys.stderr)
+        raise SystemExit(2)
+    return Outbox(args.outbox)
+
+
+def _sinks(outbox: Any) -> list[str]:
+    rows = outbox._conn().execute("SELECT DISTINCT sink FROM deliveries ORDER BY sink").fetchall()
+    return [row[0] for row in rows]
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    return str(dt.timedelta(seconds=int(seconds)))
+
+
+def _status(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        report = {sink: outbox.stats(sink) for sink in _sinks(outbox)}
+    finally:
+        outbox.close()
+    if args.json:
+        print(json.dumps({s: {"pending": r.pending, "dead": r.dead, "oldest_pending_age": r.oldest_pending_age}
+                          for s, r in report.items()}))
+        return 0
+    if not report:
+        print(f"{args.outbox}: empty")
+        return 0
+    print(f"{'sink':<16} {'pending':>9} {'dead':>9} {'oldest pending':>16}")
+    for sink, stats in report.items():
+        print(f"{sink:<16} {stats.pending:>9} {stats.dead:>9} {_age(stats.oldest_pending_age):>16}")
+    return 0
+
+
+def _dead(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        letters = outbox.dead_letters(args.sink, limit=args.limit)
+    finally:
+        outbox.close()
+    for letter in letters:
+        when = dt.datetime.fromtimestamp(letter.dead_at or 0, dt.UTC).isoformat(timespec="seconds")
+        if args.json:
+            print(json.dumps({"sink": letter.sink, "event_id": letter.event_id, "attempts": letter.attempts,
+                              "reason": letter.reason, "dead_at": when, "event": json.loads(letter.body)}))
+        else:
+            print(f"{when}  {letter.sink:<10} {letter.event_id}  attempts={letter.attempts}  {letter.reason}")
+    if not letters and not args.json:
+        print("no dead letters")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        count = outbox.replay(args.sink, args.ids)
+    finally:
+        outbox.close()
+    print(f"{count} dead letter(s) queued again; a running app (or the next one started) delivers them")
+    return 0
+
+
+def _purge(args: argparse.Namespace) -> int:
+    outbox = _open(args)
+    try:
+        if not args.yes:
+            stats = outbox.stats(args.sink)
+            gone = stats.dead + (stats.pending if args.all else 0)
+            print(f"would delete {gone} deliveries; run again with --yes")
+            return 1
+        count = outbox.purge(args.sink, dead_only=not args.all)
+    finally:
+        outbox.close()
+    print(f"deleted {count} deliveries")
+    return 0
