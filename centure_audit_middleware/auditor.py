@@ -86,6 +86,8 @@ class Auditor:
 
             sinks = [StoreSink()]
         self.sinks = list(sinks)
+        if not self.sinks:
+            raise ValueError("an Auditor needs at least one sink (WORKOS_API_KEY unset and CENTURE_AUDIT_STORE=off?)")
         self.actor_resolver = actor
         self.organization_resolver = organization
         self._has_resolvers = actor is not None or organization is not None
