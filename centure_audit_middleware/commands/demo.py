@@ -212,6 +212,7 @@ def _table(events: list[Any]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import Auditor
+    from ..demo.admin import mount_admin
     from ..demo.apps import ORGANIZATIONS, build_fastapi_app, build_flask_app
     from ..enrich.geo import GeoLocator
     from ..enrich.geodb import build_demo_databases
@@ -235,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
         )
         stack.callback(auditor.close)
         fastapi_app = build_fastapi_app()
+        admin_path = mount_admin(fastapi_app, store=store, auditor=auditor, emulator=emulator)
         flask_app = build_flask_app()
         auditor.install(fastapi_app)
         auditor.install(flask_app)
@@ -261,6 +263,13 @@ def run(args: argparse.Namespace) -> int:
             f"{sum(1 for n in keys.values() if n > 1)} twice."
         )
         print("The forged X-Forwarded-For (6.6.6.6 from 127.0.0.2, not a trusted proxy) was recorded as 127.0.0.2.")
+        login = f"{fastapi_url}{admin_path.rsplit('/', 1)[0]}/demo-login?token="
+        print(
+            f"\nThe Audit Logs page: {fastapi_url}{admin_path}\n"
+            f"  as Ada, admin of Acme (subscribed):        {login}tok_ada\n"
+            f"  as Linus, admin of Globex (not subscribed): {login}tok_linus\n"
+            f"  (run `centure-audit demo --serve` to keep it up)"
+        )
         if args.serve:
             print("\nServing until Ctrl-C.")
             try:
