@@ -33,9 +33,20 @@ def emulator() -> Iterator[WorkOSEmulator]:
         yield emulator
 
 
+@pytest.fixture(params=["sdk", "stdlib"])
+def transport(request: pytest.FixtureRequest) -> str:
+    """Both HTTP transports of the WorkOS sink go through the outcome tests."""
+    return str(request.param)
+
+
 def make_auditor(tmp_path: Path, emulator: WorkOSEmulator, **kwargs: Any) -> Auditor:
     kwargs.setdefault("retry", FAST)
-    sink = WorkOSSink(api_key=emulator.api_key, base_url=emulator.url, timeout=kwargs.pop("timeout", 2.0))
+    sink = WorkOSSink(
+        api_key=emulator.api_key,
+        base_url=emulator.url,
+        timeout=kwargs.pop("timeout", 2.0),
+        transport=kwargs.pop("transport", "sdk"),
+    )
     return Auditor(sinks=[sink], outbox=tmp_path / "outbox.db", geoip=False, commit_interval=0.01, **kwargs)
 
 
@@ -56,8 +67,10 @@ def assert_exactly_once(emulator: WorkOSEmulator, expected: int) -> None:
     assert set(counts.values()) == {1}, "duplicates"
 
 
-def test_delivers_workos_shaped_events_with_idempotency_keys(tmp_path: Path, emulator: WorkOSEmulator) -> None:
-    auditor = make_auditor(tmp_path, emulator)
+def test_delivers_workos_shaped_events_with_idempotency_keys(
+    tmp_path: Path, emulator: WorkOSEmulator, transport: str
+) -> None:
+    auditor = make_auditor(tmp_path, emulator, transport=transport)
     record(auditor, 20)
     assert auditor.flush(10)
     auditor.close()
@@ -113,8 +126,8 @@ def test_absurd_retry_after_is_capped(tmp_path: Path, emulator: WorkOSEmulator) 
     assert_exactly_once(emulator, 1)
 
 
-def test_flapping_5xx_loses_and_duplicates_nothing(tmp_path: Path, emulator: WorkOSEmulator) -> None:
-    auditor = make_auditor(tmp_path, emulator)
+def test_flapping_5xx_loses_and_duplicates_nothing(tmp_path: Path, emulator: WorkOSEmulator, transport: str) -> None:
+    auditor = make_auditor(tmp_path, emulator, transport=transport)
     emulator.set_failure_rate(0.5, 503, seed=7)
     record(auditor, 100)
     assert auditor.flush(30), auditor.stats()
@@ -129,8 +142,10 @@ def test_flapping_5xx_loses_and_duplicates_nothing(tmp_path: Path, emulator: Wor
 
 
 @pytest.mark.parametrize("fault", ["stall", "reset"])
-def test_ambiguous_commit_is_not_duplicated(tmp_path: Path, emulator: WorkOSEmulator, fault: str) -> None:
-    auditor = make_auditor(tmp_path, emulator, timeout=0.5)
+def test_ambiguous_commit_is_not_duplicated(
+    tmp_path: Path, emulator: WorkOSEmulator, fault: str, transport: str
+) -> None:
+    auditor = make_auditor(tmp_path, emulator, timeout=0.5, transport=transport)
     if fault == "stall":
         emulator.commit_then_stall(2.0, count=3)
     else:
@@ -185,9 +200,9 @@ def test_rejected_event_is_dead_lettered_and_the_rest_flow(
 
 
 def test_revoked_key_pauses_with_one_alert_then_recovers(
-    tmp_path: Path, emulator: WorkOSEmulator, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, emulator: WorkOSEmulator, caplog: pytest.LogCaptureFixture, transport: str
 ) -> None:
-    auditor = make_auditor(tmp_path, emulator, probe_interval=0.3)
+    auditor = make_auditor(tmp_path, emulator, probe_interval=0.3, transport=transport)
     emulator.revoke_key()
     with caplog.at_level(logging.ERROR, logger="centure_audit_middleware.delivery"):
         record(auditor, 30)

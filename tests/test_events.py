@@ -163,3 +163,5 @@ def test_event_ids_are_uuid7_and_time_ordered() -> None:
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122
     assert len({new_event_id(1.0) for _ in range(1000)}) == 1000
+    same_millisecond = [new_event_id(2.0) for _ in range(100)]
+    assert same_millisecond == sorted(same_millisecond)

@@ -3,7 +3,6 @@ redacted, enriched `AuditEvent`. Runs in the dispatcher thread only."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -18,6 +17,7 @@ from ..events import (
     EventError,
     RequestInfo,
     Target,
+    coerce_metadata,
     new_event_id,
     truncate,
 )
@@ -49,7 +49,7 @@ class EventBuilder:
     def build(self, item: RequestContext | PendingEvent) -> AuditEvent:
         """The event, or `EventError` (with the field and why) when it can't be delivered anywhere."""
         event = self._from_request(item) if isinstance(item, RequestContext) else self._from_pending(item)
-        event = self._redact(event).validated()
+        event = event.validated(self._clean)
         for validate in self.validators:
             validate(event)
         return event
@@ -145,11 +145,6 @@ class EventBuilder:
             request=request,
         )
 
-    def _redact(self, event: AuditEvent) -> AuditEvent:
-        redact = self.redactor
-        return dataclasses.replace(
-            event,
-            metadata=redact(event.metadata),
-            actor=dataclasses.replace(event.actor, metadata=redact(event.actor.metadata)),
-            targets=tuple(dataclasses.replace(t, metadata=redact(t.metadata)) for t in event.targets),
-        )
+    def _clean(self, metadata: Mapping[str, Any] | None, where: str) -> Mapping[str, Any]:
+        # Redact first: a secret nested in a dict must go before coercion turns the dict into a JSON string.
+        return coerce_metadata(self.redactor(metadata), where)

@@ -37,10 +37,19 @@ class Redactor:
         return self._match is not None and self._match(key) is not None
 
     def __call__(self, value: Any) -> Any:
-        if self._match is None:
+        """`value` with secrets replaced; `value` itself when it holds none (most metadata), so nothing is copied."""
+        match = self._match
+        if match is None:
             return value
         if isinstance(value, Mapping):
-            return {k: REDACTED if isinstance(k, str) and self.is_secret(k) else self(v) for k, v in value.items()}
+            out = {}
+            changed = False
+            for k, v in value.items():
+                new = REDACTED if isinstance(k, str) and match(k) is not None else self(v)
+                changed = changed or new is not v
+                out[k] = new
+            return out if changed else value
         if isinstance(value, list | tuple):
-            return [self(v) for v in value]
+            items = [self(v) for v in value]
+            return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
         return value
