@@ -14,12 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 import time
 import weakref
 from collections import Counter, deque
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +28,7 @@ from ..context import PendingEvent, RequestContext
 from ..events import AuditEvent, EventError, new_event_id
 from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
 from .builder import EventBuilder
-from .outbox import Claim, Outbox
+from .outbox import Claim, Outbox, OutboxStats
 from .policy import RateLimiter, RetryPolicy
 
 __all__ = ["Dispatcher", "DispatcherConfig"]
@@ -79,6 +80,12 @@ class DispatcherConfig:
     log_interval: float = 60.0
 
 
+def _timeout(sink: Sink) -> float:
+    """How long one send may take (the sink's own request timeout, when it has one)."""
+    timeout = getattr(sink, "timeout", None)
+    return float(timeout) if isinstance(timeout, int | float) else 0.0
+
+
 class _SinkState:
     def __init__(self, sink: Sink, limiter: RateLimiter | None) -> None:
         self.sink = sink
@@ -86,6 +93,8 @@ class _SinkState:
         self.wake = threading.Event()
         self.paused = False
         self.not_before = 0.0
+        #: transient failures in a row: the whole sink backs off (an outage must not cost a try per new event)
+        self.failures = 0
         self.sent = 0
         self.retried = 0
         self.dead = 0
@@ -225,12 +234,17 @@ class Dispatcher:
         return True
 
     def _outbox_empty(self) -> bool:
-        return all(self.outbox.stats(name).pending == 0 for name in self._states)
+        try:
+            return not any(self.outbox.has_pending(name) for name in self._states)
+        except (sqlite3.Error, OSError) as exc:  # unreadable outbox: not known to be empty, and flush() must not raise
+            self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
+            return False
 
     def close(self, timeout: float = 5.0) -> bool:
         """Flush within `timeout`, then stop the threads; undelivered events stay in the outbox for next time."""
         if not self._running and not self._queue and self._outbox is None:
             return True  # never started (or already closed): nothing to flush, and no file to open
+        deadline = time.monotonic() + timeout
         flushed = self.flush(timeout) if self._running or self._queue else True
         self._stop.set()
         self._wake.set()
@@ -238,7 +252,10 @@ class Dispatcher:
             state.wake.set()
         for thread in self._threads:
             if thread is not threading.current_thread():
-                thread.join(timeout=2.0)
+                # Within what is left of `timeout` (a server's graceful shutdown counts on it): a sender still waiting
+                # on a slow endpoint is left behind, its rows' leases released below, so the next start resends them
+                # under the same idempotency keys.
+                thread.join(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
         self._commit_once()  # anything submitted during the join
         for state in self._states.values():
             if state.pool is not None:
@@ -301,8 +318,12 @@ class Dispatcher:
                 self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
                 overflow = len(rows) + len(dead) - self.config.max_queue
                 if overflow > 0:
-                    del rows[:overflow]
+                    # The oldest go first, events before dead letters (a dead letter is smaller and says why).
+                    from_rows = min(overflow, len(rows))
+                    del rows[:from_rows]
+                    del dead[: overflow - from_rows]
                     self._drop("outbox_unavailable", overflow)
+                    self._recorded -= overflow  # counted in _dropped now, which stats() also adds to "recorded"
                 count = 0
             else:
                 self._spooled += len(rows)
@@ -341,17 +362,23 @@ class Dispatcher:
         if state.not_before > now:
             return state.not_before - now
         limit = 1 if state.paused else self.config.batch_size
-        claims = self.outbox.claim(state.sink.name, limit, self.config.lease)
+        claimed_at = time.time()  # the leases run from here (claim() may first wait for another process's lock)
+        claims = self.outbox.claim(state.sink.name, limit, self.config.lease, now=claimed_at)
         if not claims:
             next_due = self.outbox.next_due(state.sink.name)
             if next_due is None:
                 return self.config.poll_interval
             return min(self.config.poll_interval, max(0.0, next_due - time.time()))
-        outcomes = self._deliver(state, claims)
+        # A send started later than this could still run when the lease ends, and another process may then claim the
+        # row and send it again: such rows are handed back untried (the next round claims them afresh).
+        lease = self.config.lease
+        outcomes = self._deliver(state, claims, send_before=claimed_at + lease - min(_timeout(state.sink), lease / 2))
         self._settle(state, claims, outcomes)
         return self.config.probe_interval if state.paused else 0.0
 
-    def _deliver(self, state: _SinkState, claims: Sequence[Claim]) -> list[BaseException | None]:
+    def _deliver(
+        self, state: _SinkState, claims: Sequence[Claim], send_before: float = float("inf")
+    ) -> list[BaseException | None]:
         window = self.config.retry.idempotency_window
         now = time.time()
         probing = state.paused  # a paused sink gets one event at a time: the probe
@@ -367,6 +394,10 @@ class Dispatcher:
                 return _Deferred()
             if state.limiter is not None and not state.limiter.acquire(self._stop):
                 return RetryLater("shutting down")
+            if time.time() > send_before:  # this batch outlasted its lease's safe part (a slow endpoint)
+                return _Deferred()
+            if self._stop.is_set():  # close(): start no new send; the row is handed back for the next start
+                return _Deferred()
             try:
                 state.sink.send(AuditEvent.from_json(claim.body))
             except PauseDelivery as exc:
@@ -382,7 +413,24 @@ class Dispatcher:
             return None
 
         if state.pool is not None and len(claims) > 1:
-            return list(state.pool.map(one, claims))
+            # One wave of `concurrency` sends at a time, never the whole batch queued in the pool: at interpreter
+            # exit, concurrent.futures runs every queued item before atexit hooks (our exit flush and its deadline)
+            # even start, so a queued batch of slow sends would hold the exit for batch / concurrency timeouts.
+            results: list[BaseException | None] = []
+            size = max(1, state.sink.concurrency)
+            for start in range(0, len(claims), size):
+                wave = claims[start : start + size]
+                futures: list[Future[BaseException | None] | None] = []
+                for claim in wave:
+                    try:
+                        futures.append(state.pool.submit(one, claim))
+                    except RuntimeError:
+                        # The pool takes no more work: the interpreter is exiting (concurrent.futures refuses new
+                        # work once threading's shutdown began, before atexit hooks such as the exit flush run), or
+                        # close() shut it down. Send from this thread rather than not at all.
+                        futures.append(None)
+                results += [one(claim) if f is None else f.result() for f, claim in zip(futures, wave, strict=True)]
+            return results
         if state.limiter is not None or state.paused:
             return [one(c) for c in claims]
         # A local sink (store, file, memory): one send_many call, so a store can write the batch in one transaction.
@@ -438,6 +486,14 @@ class Dispatcher:
         if state.paused and delivered:
             state.paused = False
             logger.warning("audit delivery to %s resumed", name)
+        if delivered:
+            state.failures = 0
+        elif retry:
+            # Nothing got through: back off as a whole (each event keeps its own schedule too), so that during an
+            # outage new events wait with the old ones instead of each costing one more failed request.
+            state.failures += 1
+            hold = max(policy.base, policy.delay(state.failures))
+            state.not_before = max(state.not_before, now + hold)
         self.outbox.settle(name, delivered, retry, dead, release)
         state.sent += len(delivered)
         state.retried += len(retry)
@@ -445,18 +501,24 @@ class Dispatcher:
 
     # -- observability -------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        outbox = self.outbox.stats()
+        outbox: OutboxStats | None = None
+        try:
+            outbox = self.outbox.stats()
+        except (sqlite3.Error, OSError) as exc:  # the counters matter most when the disk is the problem: still answer
+            self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
         return {
-            "recorded": self._recorded + len(self._queue) + sum(self._dropped.values()),
+            # _in_progress: popped by the committer, not yet counted (else "recorded" dips while a batch commits).
+            "recorded": self._recorded + self._in_progress + len(self._queue) + sum(self._dropped.values()),
             "spooled": self._spooled,
             "queued": len(self._queue),
             "sent": sum(s.sent for s in self._states.values()),
             "retried": sum(s.retried for s in self._states.values()),
             "dead_lettered": sum(s.dead for s in self._states.values()),
             "dropped": dict(self._dropped),
-            "outbox_depth": outbox.pending,
-            "outbox_dead": outbox.dead,
-            "oldest_age": outbox.oldest_pending_age,
+            # None when the outbox can't be read: unknown, not zero.
+            "outbox_depth": outbox.pending if outbox else None,
+            "outbox_dead": outbox.dead if outbox else None,
+            "oldest_age": outbox.oldest_pending_age if outbox else None,
             "sinks": {
                 name: {"sent": s.sent, "retried": s.retried, "dead_lettered": s.dead, "paused": s.paused}
                 for name, s in self._states.items()
