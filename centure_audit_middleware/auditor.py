@@ -37,6 +37,33 @@ _default: weakref.ref[Auditor] | None = None
 WORKOS_RATE_LIMIT = (6000, 60.0)
 
 
+_live: weakref.WeakSet[Auditor] = weakref.WeakSet()
+_held: list[Auditor] = []
+
+
+def _before_fork() -> None:
+    # The warm-up thread holds _enrich_lock for ~0.3 s after install(); a child forked then (gunicorn --preload)
+    # would inherit it held, and block forever on its first enriched event. Wait for it, and hold it across fork().
+    _held[:] = list(_live)
+    for auditor in _held:
+        auditor._enrich_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    for auditor in _held:
+        auditor._enrich_lock.release()
+    _held.clear()
+
+
+def _after_fork_in_child() -> None:
+    for auditor in _held:
+        auditor._enrich_lock = threading.Lock()
+    _held.clear()
+
+
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
 def default_auditor() -> Auditor:
     """The auditor `audit.record()` uses outside a request: the last one created or installed."""
     auditor = _default() if _default is not None else None
@@ -100,6 +127,7 @@ class Auditor:
         self._geo: GeoLocator | None = None
         self._ua: UserAgentParser | None = None
         self._enrich_lock = threading.Lock()
+        _live.add(self)  # for the fork hooks below
         self._enrich_ready = False
 
         builder = EventBuilder(Redactor(redact), validators, geo_metadata=self._geo_metadata if geo_metadata else None)
@@ -275,9 +303,12 @@ class Auditor:
         """Deliver everything recorded so far; False if `timeout` passed first (the rest stays in the outbox)."""
         return self.dispatcher.flush(self.flush_timeout if timeout is None else timeout)
 
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush within `timeout`, then stop the threads; safe to call twice (a later event restarts them)."""
-        return self.dispatcher.close(self.flush_timeout if timeout is None else timeout)
+    def close(self, timeout: float | None = None, *, keep_sinks_open: bool = False) -> bool:
+        """Flush within `timeout`, stop the threads and hand back outbox leases; safe to call twice, and a later
+        event starts delivery again. `keep_sinks_open=True` (an app's lifespan shutdown, which may be followed by
+        a new startup in tests) leaves the sinks usable."""
+        timeout = self.flush_timeout if timeout is None else timeout
+        return self.dispatcher.close(timeout, close_sinks=not keep_sinks_open)
 
     def _at_exit(self) -> None:
         # Scripts and WSGI servers have no shutdown hook: the interpreter's exit is the last chance to flush.

@@ -259,7 +259,8 @@ class GeoInfo:
     as_organization: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        # Not dataclasses.asdict: it deep-copies, and this runs for every event the outbox and stores serialise.
+        return {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GeoInfo:
@@ -281,7 +282,8 @@ class UserAgentInfo:
     device_class: str = "other"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        # Not dataclasses.asdict: it deep-copies, and this runs for every event the outbox and stores serialise.
+        return {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> UserAgentInfo:
@@ -301,7 +303,8 @@ class RequestInfo:
     request_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        # Not dataclasses.asdict: it deep-copies, and this runs for every event the outbox and stores serialise.
+        return {name: value for name in self.__slots__ if (value := getattr(self, name)) is not None}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RequestInfo:

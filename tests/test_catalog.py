@@ -656,7 +656,7 @@ def test_docs_table_is_up_to_date() -> None:
     assert begin in text and end in text, "README.md lost its catalog table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == c.markdown_table(c.Catalog.centure()), (
-        "README.md's catalog table is out of date: regenerate the table with centure_audit_middleware.catalog.markdown_table()"
+        "README.md's catalog table is out of date: regenerate it with catalog.markdown_table()"
     )
 
 

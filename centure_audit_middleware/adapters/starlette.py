@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ..asgi import AuditMiddleware
@@ -48,7 +49,8 @@ def _flushing_lifespan(
     async def flushing(app: Any) -> AsyncIterator[Any]:
         async with lifespan(app) as state:
             yield state
-        # In a worker thread: the flush waits on the dispatcher and must not block the event loop.
-        await asyncio.get_running_loop().run_in_executor(None, auditor.flush)
+        # Close, not just flush: uvicorn re-raises SIGTERM after its graceful shutdown, so atexit never runs and
+        # this is the last chance to hand back outbox leases. In a worker thread: it must not block the loop.
+        await asyncio.get_running_loop().run_in_executor(None, partial(auditor.close, keep_sinks_open=True))
 
     return flushing

@@ -74,8 +74,14 @@ def _status(args: argparse.Namespace) -> int:
     finally:
         outbox.close()
     if args.json:
-        print(json.dumps({s: {"pending": r.pending, "dead": r.dead, "oldest_pending_age": r.oldest_pending_age}
-                          for s, r in report.items()}))
+        print(
+            json.dumps(
+                {
+                    s: {"pending": r.pending, "dead": r.dead, "oldest_pending_age": r.oldest_pending_age}
+                    for s, r in report.items()
+                }
+            )
+        )
         return 0
     if not report:
         print(f"{args.outbox}: empty")
@@ -95,8 +101,18 @@ def _dead(args: argparse.Namespace) -> int:
     for letter in letters:
         when = dt.datetime.fromtimestamp(letter.dead_at or 0, dt.UTC).isoformat(timespec="seconds")
         if args.json:
-            print(json.dumps({"sink": letter.sink, "event_id": letter.event_id, "attempts": letter.attempts,
-                              "reason": letter.reason, "dead_at": when, "event": json.loads(letter.body)}))
+            print(
+                json.dumps(
+                    {
+                        "sink": letter.sink,
+                        "event_id": letter.event_id,
+                        "attempts": letter.attempts,
+                        "reason": letter.reason,
+                        "dead_at": when,
+                        "event": json.loads(letter.body),
+                    }
+                )
+            )
         else:
             print(f"{when}  {letter.sink:<10} {letter.event_id}  attempts={letter.attempts}  {letter.reason}")
     if not letters and not args.json:

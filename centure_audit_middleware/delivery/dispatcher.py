@@ -98,7 +98,12 @@ class _SinkState:
         self.sent = 0
         self.retried = 0
         self.dead = 0
-        self.pool = ThreadPoolExecutor(sink.concurrency, f"centure-audit-{sink.name}") if sink.concurrency > 1 else None
+        self.pool: ThreadPoolExecutor | None = None
+        self.ensure_pool()
+
+    def ensure_pool(self) -> None:
+        if self.pool is None and self.sink.concurrency > 1:
+            self.pool = ThreadPoolExecutor(self.sink.concurrency, f"centure-audit-{self.sink.name}")
 
 
 class Dispatcher:
@@ -187,6 +192,8 @@ class Dispatcher:
             if self._pid != os.getpid():  # forked without our hook having run (e.g. os.fork in a C extension)
                 self._after_fork_in_child()
             self._stop.clear()
+            for state in self._states.values():
+                state.ensure_pool()
             self._threads = [threading.Thread(target=self._commit_loop, name="centure-audit-commit", daemon=True)]
             self._threads += [
                 threading.Thread(target=self._send_loop, args=(state,), name=f"centure-audit-send-{name}", daemon=True)
@@ -240,8 +247,10 @@ class Dispatcher:
             self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
             return False
 
-    def close(self, timeout: float = 5.0) -> bool:
-        """Flush within `timeout`, then stop the threads; undelivered events stay in the outbox for next time."""
+    def close(self, timeout: float = 5.0, *, close_sinks: bool = True) -> bool:
+        """Flush within `timeout`, then stop the threads and hand back this process's leases; undelivered events
+        stay in the outbox for next time. A later event starts everything again (with `close_sinks=False`, on the
+        same sinks)."""
         if not self._running and not self._queue and self._outbox is None:
             return True  # never started (or already closed): nothing to flush, and no file to open
         deadline = time.monotonic() + timeout
@@ -260,6 +269,7 @@ class Dispatcher:
         for state in self._states.values():
             if state.pool is not None:
                 state.pool.shutdown(wait=False, cancel_futures=True)
+                state.pool = None  # start() makes a new one
         self._running = False
         if self._outbox is not None:
             try:
@@ -268,6 +278,8 @@ class Dispatcher:
                 self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
             self._outbox = None  # reopened on the next event, if any
+        if not close_sinks:
+            return flushed
         for sink in self.sinks:
             try:
                 sink.close()
