@@ -252,7 +252,11 @@ class Dispatcher:
         stay in the outbox for next time. A later event starts everything again (with `close_sinks=False`, on the
         same sinks)."""
         if not self._running and not self._queue and self._outbox is None:
-            return True  # never started (or already closed): nothing to flush, and no file to open
+            # Never started (or already closed): nothing to flush and no file to open; the sinks may still be open
+            # after a close(close_sinks=False), e.g. the app's lifespan shutdown, then the interpreter's exit.
+            if close_sinks:
+                self._close_sinks()
+            return True
         deadline = time.monotonic() + timeout
         flushed = self.flush(timeout) if self._running or self._queue else True
         self._stop.set()
@@ -278,14 +282,16 @@ class Dispatcher:
                 self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
             self._outbox = None  # reopened on the next event, if any
-        if not close_sinks:
-            return flushed
-        for sink in self.sinks:
+        if close_sinks:
+            self._close_sinks()
+        return flushed
+
+    def _close_sinks(self) -> None:
+        for sink in self.sinks:  # each sink's close() is idempotent (the Sink contract)
             try:
                 sink.close()
             except Exception as exc:
                 self._log(logging.WARNING, f"close:{sink.name}", "closing sink %s failed: %r", sink.name, exc)
-        return flushed
 
     # -- committer -----------------------------------------------------------------------------------------------
     def _commit_loop(self) -> None:

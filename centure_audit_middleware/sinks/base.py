@@ -61,4 +61,4 @@ class Sink(ABC):
         return outcomes
 
     def close(self) -> None:
-        """Release resources; called once by `Auditor.close()`."""
+        """Release resources; called by `Auditor.close()`, possibly more than once: must be idempotent."""
