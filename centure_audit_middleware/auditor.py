@@ -106,6 +106,7 @@ class Auditor:
         retry: RetryPolicy | None = None,
         rate_limits: Mapping[str, tuple[int, float] | None] | None = None,
         probe_interval: float = 30.0,
+        lease: float = 60.0,
         flush_timeout: float = 5.0,
     ) -> None:
         if sinks is None:
@@ -146,6 +147,9 @@ class Auditor:
                 retry=retry or RetryPolicy(),
                 rate_limits={k: v for k, v in limits.items() if v is not None},  # None: no limit
                 probe_interval=probe_interval,
+                # How long a claimed delivery is this process's: after a crash, others resend it once it expires.
+                # Keep it above the sink's timeout x (batch / concurrency); sends that would outlast it aren't started.
+                lease=lease,
             ),
         )
         self.handoff = self.dispatcher.submit

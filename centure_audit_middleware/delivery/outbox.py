@@ -224,24 +224,29 @@ class Outbox:
         release: Iterable[str] = (),
     ) -> None:
         """Record outcomes for claimed rows in one transaction: delivered ids, (id, next_attempt_at, error) retries,
-        (id, reason) dead letters, and ids handed back untried (pause, shutdown)."""
+        (id, reason) dead letters, and ids handed back untried (pause, shutdown).
+
+        A delivered row goes whoever holds it now (it *is* delivered); the other outcomes apply only while this
+        process still owns the lease, so a process whose lease expired can't undo another's fresh claim."""
         delivered = list(delivered)
         now = time.time()
+        owner = self.owner
         with self._transaction() as conn:
             conn.executemany("DELETE FROM deliveries WHERE sink = ? AND event_id = ?", [(sink, i) for i in delivered])
             conn.executemany(
                 "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
-                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
-                [(at, err, sink, i) for i, at, err in retry],
+                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ? AND lease_owner = ?",
+                [(at, err, sink, i, owner) for i, at, err in retry],
             )
             conn.executemany(
                 "UPDATE deliveries SET attempts = attempts + 1, state = 'dead', last_error = ?, dead_at = ?,"
-                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
-                [(reason, now, sink, i) for i, reason in dead],
+                " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ? AND lease_owner = ?",
+                [(reason, now, sink, i, owner) for i, reason in dead],
             )
             conn.executemany(
-                "UPDATE deliveries SET lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ?",
-                [(sink, i) for i in release],
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
+                " WHERE sink = ? AND event_id = ? AND lease_owner = ?",
+                [(sink, i, owner) for i in release],
             )
             # An event is kept while any sink still owes it (pending or dead); then it goes.
             conn.executemany(

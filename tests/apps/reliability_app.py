@@ -12,7 +12,7 @@ CENTURE_AUDIT_RECORD_FAILURES) plus explicit test settings read from ``RELIABILI
 | `RELIABILITY_AUDIT` | `0`: no auditor at all (the baseline a test compares responses against) |
 | `RELIABILITY_FLUSH_TIMEOUT` | `Auditor(flush_timeout=)`, the shutdown flush budget (default 5 s) |
 | `RELIABILITY_RETRY_MAX_DELAY` | `RetryPolicy(max_delay=)`, so that a drain after an outage is measured in seconds |
-| `RELIABILITY_LEASE` | `DispatcherConfig.lease` (the Auditor has no keyword for it yet) |
+| `RELIABILITY_LEASE` | `Auditor(lease=...)` |
 | `RELIABILITY_RECORD_AT_START` | record this many events (`start-<pid>-<i>`) as soon as the app is built |
 """
 
@@ -55,11 +55,9 @@ def make_auditor() -> Auditor | None:
     if env.get("RELIABILITY_RETRY_MAX_DELAY"):
         max_delay = float(env["RELIABILITY_RETRY_MAX_DELAY"])
         overrides["retry"] = RetryPolicy(base=min(0.5, max_delay), max_delay=max_delay)
-    auditor = Auditor.from_env(**overrides)
     if env.get("RELIABILITY_LEASE"):
-        # Before anything starts: the senders read the config on every claim.
-        auditor.dispatcher.config.lease = float(env["RELIABILITY_LEASE"])
-    return auditor
+        overrides["lease"] = float(env["RELIABILITY_LEASE"])
+    return Auditor.from_env(**overrides)
 
 
 def _record_at_start(auditor: Auditor | None) -> None:
