@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from centure_audit_middleware import Auditor, Target
+from centure_audit_middleware.catalog.schemas import workos_client
 from centure_audit_middleware.cli import main
 from centure_audit_middleware.sinks import StoreSink, WorkOSSink
 from centure_audit_middleware.store import open_store
-from centure_audit_middleware.store.workos_sync import ExportFailed, client_from, export_via_workos
+from centure_audit_middleware.store.workos_sync import ExportFailed, export_via_workos
 from centure_audit_middleware.testing import WorkOSEmulator
 
 from .conftest import ALICE, BOB, ORG
@@ -49,7 +50,7 @@ def test_export_via_workos_cli_polls_and_downloads(
 
 def test_export_filters_are_sent_and_bad_ranges_refused(emulator: WorkOSEmulator) -> None:
     now = dt.datetime.now(dt.UTC)
-    with client_from(emulator.api_key, emulator.url) as client:
+    with workos_client(emulator.api_key, emulator.url) as client:
         sink = io.BytesIO()
         export_via_workos(
             client,
@@ -84,7 +85,7 @@ def test_export_without_key_is_a_clear_error(
 ) -> None:
     monkeypatch.delenv("WORKOS_API_KEY", raising=False)
     assert main(["export", "--via", "workos", "--org", ORG, "--format", "csv"]) == 1
-    assert "no WorkOS API key" in capsys.readouterr().err
+    assert "no API key (pass --api-key or set WORKOS_API_KEY)" in capsys.readouterr().err
 
 
 def test_retention_sync(tmp_path: Path, emulator: WorkOSEmulator, capsys: pytest.CaptureFixture[str]) -> None:

@@ -187,6 +187,10 @@ class AuditLogsPage:
         """A refusal unless the organization has the add-on and a store to read."""
         if self.store is None:
             return self._error(req, 404, "Not found", "This installation keeps no local copy of the audit logs.")
+        return self._require_active(req, identity)
+
+    def _require_active(self, req: AdminRequest, identity: Identity) -> AdminResponse | None:
+        """A refusal unless the organization's add-on is active (503 when that can't be known now)."""
         try:
             active = self._status(identity).active
         except EntitlementsUnavailable:
@@ -289,14 +293,9 @@ class AuditLogsPage:
         if intent not in PORTAL_INTENTS:
             return self._error(req, 404, "Not found", "There is no such portal.")
         org = identity.organization_id
-        try:
-            active = self._status(identity).active
-        except EntitlementsUnavailable:
-            return self._error(req, 503, "Try again later", "The subscription status is unavailable right now.")
-        if not active:
-            return self._error(
-                req, 403, "Subscription required", "The Audit Logging add-on is not active for this organization."
-            )
+        refusal = self._require_active(req, identity)
+        if refusal is not None:
+            return refusal
         try:
             url = self.portal.generate(org, intent)
         except PortalLinkError:

@@ -113,13 +113,19 @@ class SchemaResult:
         return f"{self.action}: {self.status}{version}{detail}"
 
 
-def workos_client(api_key: str, base_url: str | None = None, timeout: float = 10.0) -> WorkOSClient:
-    """A `WorkOSClient` without the SDK's own retries (a CLI run should fail fast and say why)."""
+def workos_client(api_key: str | None = None, base_url: str | None = None, timeout: float = 10.0) -> WorkOSClient:
+    """A `WorkOSClient` without the SDK's own retries (a CLI run should fail fast and say why). The key and base URL
+    fall back to `WORKOS_API_KEY` / `WORKOS_BASE_URL`; no key at all is a `ValueError`."""
+    import os
+
     from workos import WorkOSClient
 
+    key = api_key or os.environ.get("WORKOS_API_KEY")
+    if not key:
+        raise ValueError("no API key (pass --api-key or set WORKOS_API_KEY)")
     return WorkOSClient(
-        api_key=api_key,
-        base_url=base_url,
+        api_key=key,
+        base_url=base_url or os.environ.get("WORKOS_BASE_URL") or None,
         request_timeout=timeout,  # type: ignore[arg-type]  # typed int, used as a float
         max_retries=0,
     )

@@ -66,7 +66,8 @@ def _export_local(args: argparse.Namespace) -> int:
 
 def _export_workos(args: argparse.Namespace) -> int:
     """Ask WorkOS for the export (its own CSV; the local store is not read), wait for it, download it."""
-    from ..store.workos_sync import ExportFailed, client_from, export_via_workos
+    from ..catalog.schemas import workos_client
+    from ..store.workos_sync import ExportFailed, export_via_workos
 
     if args.format != "csv":
         print("centure-audit export: --via workos gives CSV only (WorkOS's export format)", file=sys.stderr)
@@ -81,7 +82,7 @@ def _export_workos(args: argparse.Namespace) -> int:
     from workos._errors import WorkOSError
 
     try:
-        client = client_from(args.api_key, args.base_url)
+        client = workos_client(args.api_key, args.base_url)
         with client, open(partial, "wb") if partial else nullcontext(sys.stdout.buffer) as out:
             written = export_via_workos(
                 client,

@@ -47,11 +47,12 @@ def _sync(args: argparse.Namespace) -> int:
     """Push each organization's local policy to WorkOS (`PUT /organizations/{id}/audit_logs_retention`)."""
     from workos._errors import WorkOSError
 
-    from ..store.workos_sync import client_from, sync_retention
+    from ..catalog.schemas import workos_client
+    from ..store.workos_sync import sync_retention
 
     status = 0
     try:
-        with open_store_from_args(args) as store, client_from(args.api_key, args.base_url) as client:
+        with open_store_from_args(args) as store, workos_client(args.api_key, args.base_url) as client:
             for org in args.org or store.organizations():
                 days = store.get_retention_days(org)
                 try:

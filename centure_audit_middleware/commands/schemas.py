@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections import Counter
 from typing import TYPE_CHECKING
@@ -35,13 +34,13 @@ def _catalog(args: argparse.Namespace) -> Catalog:
     return catalog
 
 
-def _client(args: argparse.Namespace) -> WorkOSClient | None:
-    api_key = args.api_key or os.environ.get("WORKOS_API_KEY")
-    if not api_key:
-        print(f"{_PROG}: no API key (pass --api-key or set WORKOS_API_KEY)", file=sys.stderr)
-        return None
-    base_url = args.base_url or os.environ.get("WORKOS_BASE_URL") or None
-    return workos_client(api_key, base_url, args.timeout)
+def _open(args: argparse.Namespace) -> tuple[Catalog, WorkOSClient] | int:
+    """The catalog and a client for `push` and `list`, or the exit status after saying what is wrong."""
+    try:
+        return _catalog(args), workos_client(args.api_key, args.base_url, args.timeout)
+    except (OSError, ValueError) as exc:
+        print(f"{_PROG}: {exc}", file=sys.stderr)
+        return 2
 
 
 def _fail(exc: Exception) -> int:
@@ -55,14 +54,10 @@ def _fail(exc: Exception) -> int:
 def _push(args: argparse.Namespace) -> int:
     from workos._errors import WorkOSError
 
-    try:
-        catalog = _catalog(args)
-    except (OSError, ValueError) as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return 2
-    client = _client(args)
-    if client is None:
-        return 2
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    catalog, client = opened
     try:
         with client:
             results = push_schemas(client, catalog, actions=args.action or None, dry_run=args.dry_run)
@@ -85,14 +80,10 @@ def _push(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from workos._errors import WorkOSError
 
-    try:
-        catalog = _catalog(args)
-    except (OSError, ValueError) as exc:
-        print(f"{_PROG}: {exc}", file=sys.stderr)
-        return 2
-    client = _client(args)
-    if client is None:
-        return 2
+    opened = _open(args)
+    if isinstance(opened, int):
+        return opened
+    catalog, client = opened
     try:
         with client:
             existing = remote_schemas(client)

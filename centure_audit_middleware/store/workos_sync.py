@@ -15,25 +15,13 @@ from typing import IO, TYPE_CHECKING
 if TYPE_CHECKING:
     from workos import WorkOSClient
 
-__all__ = ["ExportFailed", "client_from", "export_via_workos", "sync_retention"]
+__all__ = ["ExportFailed", "export_via_workos", "sync_retention"]
 
 Progress = Callable[[str], None]
 
 
 class ExportFailed(RuntimeError):
     """WorkOS reported the export as `error` or `expired`, or it was not ready in time."""
-
-
-def client_from(api_key: str | None, base_url: str | None) -> WorkOSClient:
-    """A fail-fast SDK client (no SDK retries) from explicit values or `WORKOS_API_KEY` / `WORKOS_BASE_URL`."""
-    import os
-
-    from ..catalog.schemas import workos_client
-
-    key = api_key or os.environ.get("WORKOS_API_KEY")
-    if not key:
-        raise ValueError("no WorkOS API key: pass --api-key or set WORKOS_API_KEY")
-    return workos_client(key, base_url or os.environ.get("WORKOS_BASE_URL") or None)
 
 
 def export_via_workos(
