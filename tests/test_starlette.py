@@ -140,4 +140,3 @@ def test_install_after_start_is_refused(auditor: Auditor) -> None:
         client.get("/projects/p1/members/u1")
         with pytest.raises(RuntimeError, match="before the app starts"):
             auditor.install(app)
-
