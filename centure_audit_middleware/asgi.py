@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .context import RequestContext, _current, _now
+from .context import OWNER_KEY, RequestContext, _current, _now
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -28,8 +28,13 @@ class AuditMiddleware:
         self.auditor = auditor
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # A context already set means an outer audit middleware handles this request: installing twice is harmless.
-        if scope["type"] != "http" or _current.get() is not None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        outer = _current.get()
+        if outer is not None and scope.get(OWNER_KEY) == id(outer):
+            # An outer audit middleware handles this very request: installing twice is harmless. A context that
+            # this request doesn't carry the mark of was inherited from another request (see OWNER_KEY): not ours.
             await self.app(scope, receive, send)
             return
 
@@ -38,6 +43,7 @@ class AuditMiddleware:
         ctx.auditor = auditor = self.auditor
         ctx.scope = scope
         ctx.started_at = _now()
+        scope[OWNER_KEY] = id(ctx)
         complete = auditor.complete
 
         async def send_wrapper(message: Message) -> None:

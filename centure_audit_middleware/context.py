@@ -29,6 +29,14 @@ __all__ = ["Audit", "NoRequestError", "PendingEvent", "RequestContext", "audit",
 _UNSET: Final[Any] = object()
 _now = time.time
 
+#: The scope (ASGI) or environ (WSGI) key under which a middleware notes `id()` of the context it created. A context
+#: is this request's only if the request carries its mark: servers may run a request inside a copy of another
+#: request's contextvars (uvicorn does, on a keep-alive connection after a body above its flow-control mark), and
+#: such an inherited context must never be taken over. An id, not the context itself: a scope that referred to the
+#: context which refers to the scope would be a reference cycle per request, left to the garbage collector. The id
+#: can't be reused while the context is alive, and it is alive while any context variable holds it.
+OWNER_KEY: Final = "centure_audit.context"
+
 
 class NoRequestError(RuntimeError):
     """An `audit.*` call that needs a request ran outside one (no audit middleware in this context)."""
@@ -226,6 +234,17 @@ def _require() -> RequestContext:
     return ctx
 
 
+def _require_open() -> RequestContext:
+    """The current request, while its event can still change: annotating a finished one would be lost silently."""
+    ctx = _require()
+    if ctx.finished:
+        raise NoRequestError(
+            f"{ctx!r} is complete and its event already recorded (this code runs after the response, e.g. in a "
+            "background task): use audit.record(action, ...) for a further event"
+        )
+    return ctx
+
+
 class Audit:
     """The imperative API: `from centure_audit_middleware import audit`.
 
@@ -238,19 +257,19 @@ class Audit:
     def actor(self, actor: Actor) -> None:
         """Who is acting in this request; typically called once by the app's auth layer."""
         ctx = _current.get()
-        if ctx is None or not isinstance(actor, Actor):  # one test on the fast path, the reasons below
+        if ctx is None or ctx.finished or not isinstance(actor, Actor):  # one test on the fast path, reasons below
             if not isinstance(actor, Actor):
                 raise TypeError(f"audit.actor() takes an Actor, not {type(actor).__name__}")
-            ctx = _require()
+            ctx = _require_open()
         ctx.actor = actor
 
     def organization(self, organization_id: str) -> None:
         """The WorkOS organization this request acts for."""
         ctx = _current.get()
-        if ctx is None or not organization_id or not isinstance(organization_id, str):
+        if ctx is None or ctx.finished or not organization_id or not isinstance(organization_id, str):
             if not isinstance(organization_id, str) or not organization_id:
                 raise TypeError(f"audit.organization() takes a non-empty organization id, not {organization_id!r}")
-            ctx = _require()
+            ctx = _require_open()
         ctx.organization_id = organization_id
 
     def target(self, *targets: Target) -> None:
@@ -258,7 +277,7 @@ class Audit:
         for target in targets:
             if not isinstance(target, Target):
                 raise TypeError(f"audit.target() takes Target objects, not {type(target).__name__}")
-        ctx = _require()
+        ctx = _require_open()
         if ctx.targets is None:
             ctx.targets = list(targets)
         else:
@@ -266,7 +285,7 @@ class Audit:
 
     def metadata(self, values: Mapping[str, Any] | None = None, /, **kwargs: Any) -> None:
         """Add event metadata (validated and coerced to WorkOS rules off the request path)."""
-        ctx = _require()
+        ctx = _require_open()
         if ctx.metadata is None:
             ctx.metadata = {}
         if values:
@@ -275,7 +294,7 @@ class Audit:
 
     def skip(self) -> None:
         """Record nothing for this request's route event (ad-hoc `record()` calls still count)."""
-        _require().skipped = True
+        _require_open().skipped = True
 
     def record(
         self,
@@ -325,8 +344,9 @@ class Audit:
 
     @property
     def active(self) -> bool:
-        """True inside a request handled by the audit middleware."""
-        return _current.get() is not None
+        """True inside a request handled by the audit middleware whose event can still be annotated."""
+        ctx = _current.get()
+        return ctx is not None and not ctx.finished
 
 
 audit: Final = Audit()

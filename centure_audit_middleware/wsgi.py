@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from .context import RequestContext, _current
+from .context import OWNER_KEY, RequestContext, _current
 from .types import StartResponse, WSGIApp, WSGIEnviron
 
 if TYPE_CHECKING:
@@ -49,10 +49,12 @@ class AuditWSGIMiddleware:
         self.auditor = auditor
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        if _current.get() is not None:  # an outer audit middleware handles this request
+        outer = _current.get()
+        if outer is not None and environ.get(OWNER_KEY) == id(outer):  # an outer audit middleware handles it
             return self.app(environ, start_response)
 
         ctx = RequestContext(self.auditor, environ=environ)
+        environ[OWNER_KEY] = id(ctx)
 
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             try:
