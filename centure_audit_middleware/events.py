@@ -16,7 +16,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
@@ -25,9 +25,12 @@ if TYPE_CHECKING:
     from workos.audit_logs.models import AuditLogEvent
 
 __all__ = [
+    "MAX_ID_LENGTH",
     "MAX_METADATA_KEYS",
     "MAX_METADATA_KEY_LENGTH",
     "MAX_METADATA_VALUE_LENGTH",
+    "MAX_NAME_LENGTH",
+    "MAX_TYPE_LENGTH",
     "TRUNCATION_MARKER",
     "Actor",
     "AuditEvent",
@@ -40,7 +43,9 @@ __all__ = [
     "Target",
     "UserAgentInfo",
     "coerce_metadata",
+    "fit_metadata",
     "new_event_id",
+    "original_metadata",
     "truncate",
 ]
 
@@ -51,6 +56,12 @@ MetadataCleaner: TypeAlias = "Callable[[Mapping[str, Any] | None, str], Mapping[
 MAX_METADATA_KEYS: Final = 50
 MAX_METADATA_KEY_LENGTH: Final = 40
 MAX_METADATA_VALUE_LENGTH: Final = 500
+# Caps of our own (WorkOS documents none): what an id, a type or a name can cost every sink and the store.
+MAX_ID_LENGTH: Final = 256
+MAX_TYPE_LENGTH: Final = 100
+MAX_NAME_LENGTH: Final = 500
+#: How much of the original, unfitted metadata an event keeps for the local store (JSON characters per level).
+MAX_ORIGINAL_METADATA_CHARS: Final = 65_536
 TRUNCATION_MARKER: Final = "…[truncated]"
 UNKNOWN_LOCATION: Final = "unknown"
 
@@ -87,16 +98,26 @@ def truncate(value: str, limit: int = MAX_METADATA_VALUE_LENGTH) -> str:
     return value  # pragma: no cover - unreachable: the length check above said it does not fit
 
 
-def _coerce_key(key: object, where: str) -> str:
+def _coerce_key(key: object) -> str:
     if not isinstance(key, str):
-        raise MetadataError(f"{where}: metadata key {key!r} is a {type(key).__name__}, not a string")
+        key = str(key)  # documented coercion: a number or other non-string key becomes its text
     if _VALID_KEY.match(key):
         return key
     # Documented coercion: characters WorkOS refuses (dots, spaces, ...) become "_", then cut to 40.
     return _INVALID_KEY_CHARS.sub("_", key)[:MAX_METADATA_KEY_LENGTH]
 
 
-def _coerce_value(value: object, key: str, where: str) -> MetadataValue:
+def _json_text(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=_json_default, sort_keys=True)
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+def _coerce_value(value: object) -> MetadataValue:
     if isinstance(value, bool | int):
         return value
     if isinstance(value, float):
@@ -112,44 +133,103 @@ def _coerce_value(value: object, key: str, where: str) -> MetadataValue:
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
     if isinstance(value, enum.Enum):
-        return _coerce_value(value.value, key, where)
+        return _coerce_value(value.value)
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
-    if isinstance(value, Mapping | list | tuple):
+    if isinstance(value, Mapping | list | tuple | set | frozenset):
         try:
-            encoded = json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
-        except (TypeError, ValueError) as exc:
-            raise MetadataError(f"{where}: metadata[{key!r}] cannot be encoded as JSON: {exc}") from None
-        return truncate(encoded)
-    raise MetadataError(
-        f"{where}: metadata[{key!r}] is a {type(value).__name__}; WorkOS accepts strings, numbers and booleans"
-    )
+            return truncate(_json_text(value))
+        except (TypeError, ValueError, RecursionError):  # keys of mixed types, a self-containing list, ...
+            return truncate(_text_of(value))
+    return truncate(_text_of(value))
 
 
-def coerce_metadata(metadata: Mapping[str, object] | None, where: str = "event") -> dict[str, MetadataValue]:
-    """Bring metadata within the WorkOS rules, or raise `MetadataError` naming the field.
+def _text_of(value: object) -> str:
+    try:
+        return str(value)
+    except Exception:  # a broken __str__ must not cost the event
+        return f"<unprintable {type(value).__name__}>"
 
-    Coercions (documented in the README): invalid key characters become ``_`` and keys are cut to 40 characters;
-    strings are cut to 500 characters ending in ``…[truncated]``; ``None`` becomes ``""``; dates, UUIDs, decimals
-    and enums become strings; dicts and lists become compact JSON strings. Errors: more than 50 keys, two keys
-    that coerce to the same name, non-string keys, and values of any other type.
+
+def _numbered(key: str, taken: Mapping[str, object]) -> str:
+    """`key` with the first free suffix ``_2``, ``_3``, ... (cut so that it stays within 40 characters)."""
+    n = 2
+    while True:
+        suffix = f"_{n}"
+        candidate = key[: MAX_METADATA_KEY_LENGTH - len(suffix)] + suffix
+        if candidate not in taken:
+            return candidate
+        n += 1
+
+
+def fit_metadata(
+    metadata: Mapping[Any, object] | None, where: str = "event", declared: Iterable[str] = ()
+) -> tuple[dict[str, MetadataValue], bool]:
+    """Metadata within WorkOS's rules, and whether fitting it lost anything (a value cut, keys folded).
+
+    Never refuses a mapping: an audited action is never lost because of its payload. Keys already valid keep their
+    name; the others are coerced, and one that then collides gets the first free suffix (``_2``, ``_3``, ...). Past
+    50 keys, the `declared` keys come first, then the rest in sorted order; the first 48 stay, and what doesn't fit
+    is folded into ``metadata_overflow`` (compact JSON of the rest, cut to 500 characters) beside
+    ``metadata_overflow_keys`` (how many were folded). The result is the same object as `metadata` when it was
+    already clean, so callers can tell nothing changed without comparing.
     """
     if not metadata:
-        return {}
+        return {}, False
     if not isinstance(metadata, Mapping):
         raise MetadataError(f"{where}: metadata must be a mapping, not {type(metadata).__name__}")
-    if len(metadata) > MAX_METADATA_KEYS:
-        raise MetadataError(f"{where}: metadata has {len(metadata)} keys; WorkOS allows at most {MAX_METADATA_KEYS}")
     clean: dict[str, MetadataValue] = {}
-    changed = type(metadata) is not dict
+    renamed: list[tuple[str, object]] = []
+    changed = lossy = False
     for raw_key, raw_value in metadata.items():
-        key = _coerce_key(raw_key, where)
+        if type(raw_key) is not str or not _VALID_KEY.match(raw_key):
+            renamed.append((_coerce_key(raw_key), raw_value))
+            continue
+        value = clean[raw_key] = _coerce_value(raw_value)
+        if value is not raw_value:
+            changed = True
+            lossy = lossy or (isinstance(value, str) and value.endswith(TRUNCATION_MARKER))
+    for key, raw_value in renamed:  # after every valid key, so that none of those is the one renamed
         if key in clean:
-            raise MetadataError(f"{where}: metadata keys {raw_key!r} and another both coerce to {key!r}")
-        value = clean[key] = _coerce_value(raw_value, key, where)
-        changed = changed or key is not raw_key or value is not raw_value
+            key = _numbered(key, clean)
+        value = clean[key] = _coerce_value(raw_value)
+        lossy = lossy or (isinstance(value, str) and value.endswith(TRUNCATION_MARKER))
+    changed = changed or bool(renamed) or type(metadata) is not dict
+    if len(clean) > MAX_METADATA_KEYS:
+        clean, lossy = _fold(clean, declared), True
     # Already clean (the common case): the same dict, so callers can tell nothing changed without comparing.
-    return clean if changed else metadata  # type: ignore[return-value]
+    return (clean if changed or lossy else metadata), lossy  # type: ignore[return-value]
+
+
+OVERFLOW_KEY: Final = "metadata_overflow"
+OVERFLOW_COUNT_KEY: Final = "metadata_overflow_keys"
+
+
+def _fold(clean: dict[str, MetadataValue], declared: Iterable[str]) -> dict[str, MetadataValue]:
+    first = [k for k in dict.fromkeys(declared) if k in clean]
+    chosen = set(first)
+    order = first + sorted(k for k in clean if k not in chosen)
+    keep = MAX_METADATA_KEYS - 2
+    fitted = {k: clean[k] for k in order[:keep]}
+    rest = {k: clean[k] for k in order[keep:]}
+    # The two marker keys take their names from the free ones, should the app use these names itself.
+    overflow_key = OVERFLOW_KEY if OVERFLOW_KEY not in fitted else _numbered(OVERFLOW_KEY, fitted)
+    fitted[overflow_key] = truncate(_json_text(rest))
+    count_key = OVERFLOW_COUNT_KEY if OVERFLOW_COUNT_KEY not in fitted else _numbered(OVERFLOW_COUNT_KEY, fitted)
+    fitted[count_key] = len(rest)
+    return fitted
+
+
+def coerce_metadata(metadata: Mapping[Any, object] | None, where: str = "event") -> dict[str, MetadataValue]:
+    """Bring metadata within the WorkOS rules (see `fit_metadata`; the README documents every coercion).
+
+    Coercions: invalid key characters become ``_`` and keys are cut to 40 characters, colliding keys get a suffix,
+    non-string keys become their text; strings are cut to 500 characters ending in ``…[truncated]``; ``None``
+    becomes ``""``; dates, UUIDs, decimals and enums become strings; dicts, lists and sets become compact JSON
+    strings; any other value becomes its ``str()``; past 50 keys the rest is folded into ``metadata_overflow``.
+    Only metadata that is not a mapping at all raises `MetadataError`.
+    """
+    return fit_metadata(metadata, where)[0]
 
 
 def _require_text(value: object, what: str) -> str:
@@ -177,10 +257,11 @@ class Actor:
         )
 
     def validated(self, clean: MetadataCleaner = coerce_metadata) -> Actor:
-        _require_text(self.id, "actor.id")
-        _require_text(self.type, "actor.type")
+        id, type, name = _capped(self.id, self.type, self.name, "actor")
         metadata = clean(self.metadata, "actor")
-        return self if metadata is self.metadata else Actor(self.id, self.type, self.name, metadata)
+        if metadata is self.metadata and id is self.id and type is self.type and name is self.name:
+            return self
+        return Actor(id, type, name, metadata)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +295,19 @@ class Target:
         return cls(type=data["type"], id=data["id"], name=data.get("name"), metadata=data.get("metadata") or {})
 
     def validated(self, index: int, clean: MetadataCleaner = coerce_metadata) -> Target:
-        _require_text(self.type, f"targets[{index}].type")
-        _require_text(self.id, f"targets[{index}].id")
+        id, type, name = _capped(self.id, self.type, self.name, f"targets[{index}]")
         metadata = clean(self.metadata, f"targets[{index}]")
-        return self if metadata is self.metadata else Target(self.type, self.id, self.name, metadata)
+        if metadata is self.metadata and id is self.id and type is self.type and name is self.name:
+            return self
+        return Target(type, id, name, metadata)
+
+
+def _capped(id: object, type: object, name: object, where: str) -> tuple[str, str, str | None]:
+    """An actor's or target's id, type and name within our caps (cut with the truncation marker)."""
+    type_text = _require_text(type, f"{where}.type")
+    id_text = _require_text(id, f"{where}.id")
+    name_text = None if name is None else truncate(name if isinstance(name, str) else _text_of(name), MAX_NAME_LENGTH)
+    return truncate(id_text, MAX_ID_LENGTH), truncate(type_text, MAX_TYPE_LENGTH), name_text
 
 
 def _entity_dict(id: str, type: str, name: str | None, metadata: Mapping[str, Any]) -> dict[str, Any]:
@@ -331,6 +421,9 @@ class AuditEvent:
     geo: GeoInfo | None = None
     user_agent: UserAgentInfo | None = None
     request: RequestInfo | None = None
+    #: Metadata as the app gave it (redacted), by level ("event", "actor", "targets[0]"), for the levels that fitting
+    #: to WorkOS's limits cut or folded. Kept by the local store; never sent to WorkOS.
+    original_metadata: Mapping[str, Any] | None = None
 
     def validated(self, clean: MetadataCleaner = coerce_metadata) -> AuditEvent:
         """A copy within WorkOS's rules (coercions as in `coerce_metadata`), or `EventError` naming the field.
@@ -359,6 +452,7 @@ class AuditEvent:
             self.geo,
             self.user_agent,
             self.request,
+            self.original_metadata,
         )
 
     def to_workos(self) -> dict[str, Any]:
@@ -398,6 +492,8 @@ class AuditEvent:
             out["user_agent_parsed"] = self.user_agent.to_dict()
         if self.request is not None:
             out["request"] = self.request.to_dict()
+        if self.original_metadata:
+            out["original_metadata"] = self.original_metadata
         return out
 
     @classmethod
@@ -418,6 +514,7 @@ class AuditEvent:
             geo=GeoInfo.from_dict(data["geo"]) if data.get("geo") else None,
             user_agent=UserAgentInfo.from_dict(data["user_agent_parsed"]) if data.get("user_agent_parsed") else None,
             request=RequestInfo.from_dict(data["request"]) if data.get("request") else None,
+            original_metadata=data.get("original_metadata") or None,
         )
 
     def to_json(self) -> str:
@@ -426,6 +523,26 @@ class AuditEvent:
     @classmethod
     def from_json(cls, text: str | bytes) -> AuditEvent:
         return cls.from_dict(json.loads(text))
+
+
+def original_metadata(metadata: Mapping[Any, object]) -> dict[str, Any]:
+    """A JSON-ready copy of metadata as given: each value within 16 KiB of JSON, and the whole within
+    `MAX_ORIGINAL_METADATA_CHARS` (the keys past it are counted, not kept)."""
+    out: dict[str, Any] = {}
+    used = 0
+    for key, value in metadata.items():
+        try:
+            text = _json_text(value)
+        except (TypeError, ValueError, RecursionError):
+            text = _json_text(_text_of(value))
+        if len(text) > 16_384:
+            text = _json_text(truncate(text, 16_384))
+        if used + len(text) > MAX_ORIGINAL_METADATA_CHARS:
+            out["…"] = f"{len(metadata) - len(out)} more keys not kept"
+            break
+        out[_text_of(key)] = json.loads(text)
+        used += len(text)
+    return out
 
 
 def _as_target(value: object, index: int) -> Target:

@@ -3,6 +3,7 @@ redacted, enriched `AuditEvent`. Runs in the dispatcher thread only."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -10,15 +11,19 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ..context import PendingEvent, RequestContext
 from ..events import (
+    MAX_ID_LENGTH,
     MAX_METADATA_KEYS,
+    MAX_NAME_LENGTH,
+    MAX_TYPE_LENGTH,
     Actor,
     AuditEvent,
     EventContext,
     EventError,
     RequestInfo,
     Target,
-    coerce_metadata,
+    fit_metadata,
     new_event_id,
+    original_metadata,
     truncate,
 )
 from .redact import Redactor
@@ -48,13 +53,28 @@ class EventBuilder:
 
     def build(self, item: RequestContext | PendingEvent) -> AuditEvent:
         """The event, or `EventError` (with the field and why) when it can't be delivered anywhere."""
-        event = self._from_request(item) if isinstance(item, RequestContext) else self._from_pending(item)
-        event = event.validated(self._clean)
+        if isinstance(item, RequestContext):
+            event, declared = self._from_request(item)
+        else:
+            event, declared = self._from_pending(item), ()
+        originals: dict[str, Any] = {}
+
+        def clean(metadata: Mapping[str, Any] | None, where: str) -> Mapping[str, Any]:
+            # Redact first: a secret nested in a dict must go before coercion turns the dict into a JSON string.
+            redacted = self.redactor(metadata)
+            fitted, lossy = fit_metadata(redacted, where, declared if where == "event" else ())
+            if lossy:  # the local store keeps what WorkOS's limits made us cut or fold
+                originals[where] = original_metadata(redacted)
+            return fitted
+
+        event = event.validated(clean)
+        if originals:
+            event = dataclasses.replace(event, original_metadata=originals)
         for validate in self.validators:
             validate(event)
         return event
 
-    def _from_request(self, ctx: RequestContext) -> AuditEvent:
+    def _from_request(self, ctx: RequestContext) -> tuple[AuditEvent, Sequence[str]]:
         spec = ctx.spec
         if spec is None:  # pragma: no cover - complete() hands off only contexts with a spec
             raise EventError("request has no audit spec")
@@ -69,9 +89,11 @@ class EventBuilder:
             metadata.update(ctx.metadata)
         if ctx.status >= 400:
             metadata.setdefault("http_status", ctx.status)
-        return self._assemble(
+        event = self._assemble(
             ctx, spec.action, ctx.actor, ctx.organization_id, targets, metadata, ctx.started_at, spec.version
         )
+        # The keys the route declares (and the status) come first when the metadata must be cut to WorkOS's 50.
+        return event, [*(declared or ()), "http_status"]
 
     def _from_pending(self, pending: PendingEvent) -> AuditEvent:
         ctx = pending.request
@@ -145,6 +167,83 @@ class EventBuilder:
             request=request,
         )
 
-    def _clean(self, metadata: Mapping[str, Any] | None, where: str) -> Mapping[str, Any]:
-        # Redact first: a secret nested in a dict must go before coercion turns the dict into a JSON string.
-        return coerce_metadata(self.redactor(metadata), where)
+    def describe(self, item: RequestContext | PendingEvent, event_id: str, error: str) -> dict[str, Any]:
+        """Everything known of an event that could not be built, for its dead letter: the same fields as
+        `AuditEvent.to_dict()` as far as they exist, redacted, plus ``error``. Never raises."""
+        ctx = item if isinstance(item, RequestContext) else item.request
+        out: dict[str, Any] = {"id": event_id, "error": error}
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("action", lambda: _action(item)),
+            ("organization_id", lambda: self._identity(item)[1]),
+            ("occurred_at", lambda: _when(item.started_at if isinstance(item, RequestContext) else item.occurred_at)),
+            ("actor", lambda: self._entity(self._identity(item)[0])),
+            ("targets", lambda: [self._entity(t) for t in self._targets(item)]),
+            ("metadata", lambda: original_metadata(self.redactor(self._metadata(item)))),
+        ]
+        if ctx is not None:
+            steps += [
+                ("context", lambda: {"location": ctx.client_ip or "unknown", "user_agent": _agent(ctx.user_agent)}),
+                ("request", lambda: {"method": ctx.method, "path": ctx.path, "status": ctx.status or None}),
+            ]
+        for name, step in steps:
+            try:
+                out[name] = step()
+            except Exception as exc:  # a resolver that fails is likely why we are here: note it, keep the rest
+                out[name] = None
+                out.setdefault("unresolved", {})[name] = repr(exc)[:500]
+        return out
+
+    @staticmethod
+    def _identity(item: RequestContext | PendingEvent) -> tuple[Actor | None, str | None]:
+        if isinstance(item, RequestContext):
+            return item.actor, item.organization_id
+        ctx = item.request
+        actor = item.actor if item.actor is not None else (ctx.actor if ctx else None)
+        return actor, item.organization_id or (ctx.organization_id if ctx else None)
+
+    @staticmethod
+    def _targets(item: RequestContext | PendingEvent) -> list[Target]:
+        if isinstance(item, PendingEvent):
+            return list(item.targets or ())
+        targets = item.spec.resolve_targets(item) if item.spec else []
+        return targets + list(item.targets or ())
+
+    @staticmethod
+    def _metadata(item: RequestContext | PendingEvent) -> dict[str, Any]:
+        metadata: dict[str, Any] = {}
+        if isinstance(item, RequestContext):
+            metadata.update((item.spec.resolve_metadata(item) if item.spec else None) or {})
+        metadata.update(item.metadata or {})
+        return metadata
+
+    def _entity(self, entity: Actor | Target | None) -> dict[str, Any] | None:
+        if entity is None:
+            return None
+        if not isinstance(entity, Actor | Target):
+            return {"invalid": truncate(repr(entity), MAX_NAME_LENGTH)}
+        data: dict[str, Any] = {"id": _short(entity.id, MAX_ID_LENGTH), "type": _short(entity.type, MAX_TYPE_LENGTH)}
+        if entity.name is not None:
+            data["name"] = _short(entity.name, MAX_NAME_LENGTH)
+        if entity.metadata:
+            data["metadata"] = original_metadata(self.redactor(entity.metadata))
+        return data
+
+
+def _short(value: object, limit: int) -> str:
+    return truncate(value if isinstance(value, str) else repr(value), limit)
+
+
+def _action(item: RequestContext | PendingEvent) -> str | None:
+    if isinstance(item, PendingEvent):
+        return item.action
+    return item.spec.action if item.spec else None
+
+
+def _when(occurred_at: float | dt.datetime | None) -> str:
+    if isinstance(occurred_at, dt.datetime):
+        return occurred_at.isoformat()
+    return dt.datetime.fromtimestamp(time.time() if occurred_at is None else occurred_at, dt.UTC).isoformat()
+
+
+def _agent(raw: str | None) -> str | None:
+    return truncate(raw, MAX_USER_AGENT_LENGTH) if raw else None

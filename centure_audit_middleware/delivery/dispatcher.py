@@ -80,6 +80,21 @@ class DispatcherConfig:
     log_interval: float = 60.0
 
 
+def _parse(claim: Claim) -> AuditEvent | RejectEvent:
+    """The claimed row's event, or why it is not one: a replayed dead letter of an event that could never be built
+    (no organization, say: its body says why, under "error") is dead-lettered again with that reason, never sent
+    and never retried forever."""
+    try:
+        data = json.loads(claim.body)
+        error = data.get("error")
+        if error is None:
+            return AuditEvent.from_dict(data)
+        reason = f"not a deliverable event ({error})"
+    except Exception as exc:
+        reason = f"not a deliverable event: {exc!r}"
+    return RejectEvent(reason[:500])
+
+
 def _timeout(sink: Sink) -> float:
     """How long one send may take (the sink's own request timeout, when it has one)."""
     timeout = getattr(sink, "timeout", None)
@@ -356,10 +371,11 @@ class Dispatcher:
         return count
 
     def _dead_row(self, item: RequestContext | PendingEvent, reason: str) -> tuple[str, float, str, str]:
-        spec = item.spec
-        action = spec.action if isinstance(item, RequestContext) and spec else getattr(item, "action", None)
-        body = json.dumps({"action": action, "error": reason, "raw": repr(item)}, default=repr)
-        return (new_event_id(), time.time(), body, reason)
+        # The whole event as far as it is known (actor, organization, targets, metadata: redacted), so that an
+        # operator reading the dead letter sees who did what, not just that something failed.
+        event_id = new_event_id()
+        body = json.dumps(self.builder.describe(item, event_id, reason), ensure_ascii=False, default=repr)
+        return (event_id, time.time(), body, reason)
 
     # -- senders -------------------------------------------------------------------------------------------------
     def _send_loop(self, state: _SinkState) -> None:
@@ -416,8 +432,11 @@ class Dispatcher:
                 return _Deferred()
             if self._stop.is_set():  # close(): start no new send; the row is handed back for the next start
                 return _Deferred()
+            event = _parse(claim)
+            if isinstance(event, RejectEvent):
+                return event
             try:
-                state.sink.send(AuditEvent.from_json(claim.body))
+                state.sink.send(event)
             except PauseDelivery as exc:
                 self._pause(state, exc)
                 return exc
@@ -455,10 +474,11 @@ class Dispatcher:
         outcomes: list[BaseException | None] = [None] * len(claims)
         batch: list[tuple[int, AuditEvent]] = []
         for i, claim in enumerate(claims):
-            if now - claim.recorded_at > window:
-                outcomes[i] = one(claim)
+            event = _parse(claim) if now - claim.recorded_at <= window else None
+            if isinstance(event, AuditEvent):
+                batch.append((i, event))
             else:
-                batch.append((i, AuditEvent.from_json(claim.body)))
+                outcomes[i] = one(claim)
         try:
             results = state.sink.send_many([event for _, event in batch])
         except Exception as exc:  # a sink whose send_many itself fails: every event of the batch is retried
