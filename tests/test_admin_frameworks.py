@@ -23,6 +23,18 @@ from .conftest import delivered
 
 ORG = "org_01TEST"
 SECRET_KEY = "frameworks-test-secret-key-0123"
+#: What every admin response carries (`views._SECURITY_HEADERS`), spelled out so the test can't drift with it.
+SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "pragma": "no-cache",
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+
+
+def security_headers(headers: Any) -> dict[str, str | None]:
+    return {name: headers.get(name) for name in SECURITY_HEADERS}
 
 
 async def is_admin(request: Request) -> bool:
@@ -101,3 +113,35 @@ def test_flask_refuses_oversized_posts_and_serves_at_the_root() -> None:
     big = client.post("/audit-logs/subscribe", data={"csrf_token": "x" * (70 * 1024)}, headers={"x-role": "admin"})
     assert big.status_code == 413
     assert client.post("/audit-logs/billing/stripe-webhook", data=b"{}").status_code == 404  # no webhook receiver
+
+
+def test_starlette_413_carries_the_security_headers(starlette_client: TestClient) -> None:
+    admin = {"x-role": "admin"}
+    assert security_headers(starlette_client.get("/audit-logs", headers=admin).headers) == SECURITY_HEADERS
+    big = starlette_client.post("/audit-logs/subscribe", data={"csrf_token": "x" * (70 * 1024)}, headers=admin)
+    assert big.status_code == 413
+    assert security_headers(big.headers) == SECURITY_HEADERS
+    webhook = starlette_client.post("/audit-logs/billing/stripe-webhook", content=b"x" * (2 * 1024 * 1024))
+    assert webhook.status_code == 413
+    assert security_headers(webhook.headers) == SECURITY_HEADERS
+
+
+def test_flask_413_carries_the_security_headers() -> None:
+    app = Flask(__name__)
+    app.register_blueprint(
+        audit_logs_blueprint(
+            is_admin=lambda request: True,
+            organization=lambda request: ORG,
+            entitlements=StaticEntitlements(),
+            secret_key=SECRET_KEY,
+            workos=workos_client_factory("sk_test_never_used", "http://127.0.0.1:9"),
+        )
+    )
+    client = app.test_client()
+    assert security_headers(client.get("/audit-logs").headers) == SECURITY_HEADERS
+    big = client.post("/audit-logs/subscribe", data={"csrf_token": "x" * (70 * 1024)})
+    assert big.status_code == 413
+    assert security_headers(big.headers) == SECURITY_HEADERS
+    webhook = client.post("/audit-logs/billing/stripe-webhook", data=b"x" * (2 * 1024 * 1024))
+    assert webhook.status_code == 413
+    assert security_headers(webhook.headers) == SECURITY_HEADERS

@@ -17,7 +17,12 @@ import pytest
 stripe = pytest.importorskip("stripe")
 pytest.importorskip("localstripe")
 
-from centure_audit_middleware.admin import EntitlementsUnavailable, WebhookError  # noqa: E402
+from starlette.applications import Starlette  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+
+from centure_audit_middleware.admin import AuditLogsPage, EntitlementsUnavailable, WebhookError  # noqa: E402
+from centure_audit_middleware.admin.hooks import AdminHooks  # noqa: E402
+from centure_audit_middleware.admin.starlette import page_router  # noqa: E402
 from centure_audit_middleware.admin.stripe_entitlements import StripeEntitlements  # noqa: E402
 from centure_audit_middleware.admin.stripe_http import StdlibHTTPClient  # noqa: E402
 from centure_audit_middleware.admin.testing import LocalStripe, sign_webhook  # noqa: E402
@@ -177,8 +182,9 @@ def receiver(entitlements: StripeEntitlements, fake_stripe: LocalStripe) -> Iter
     receiver.close()
 
 
-def subscribe(client: Any, org: str, price: str = PRICE) -> Any:
-    """An organization's paid subscription to `price` in localstripe, as Checkout would leave it."""
+def subscribe(client: Any, org: str, price: str = PRICE, *, tagged: bool = True) -> Any:
+    """An organization's paid subscription to `price` in localstripe, as Checkout would leave it (`tagged=False`: as
+    the app's own billing code might make it, without the organization in its metadata)."""
     try:
         client.v1.plans.retrieve(price)
     except stripe.InvalidRequestError:
@@ -191,8 +197,9 @@ def subscribe(client: Any, org: str, price: str = PRICE) -> Any:
     method = client.v1.payment_methods.create(params={"type": "card", "card": card})
     client.v1.payment_methods.attach(method.id, params={"customer": customer.id})
     client.v1.customers.update(customer.id, params={"invoice_settings": {"default_payment_method": method.id}})
+    metadata = {"organization_id": org} if tagged else {}
     return client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"plan": price}], "metadata": {"organization_id": org}}
+        params={"customer": customer.id, "items": [{"plan": price}], "metadata": metadata}
     )
 
 
@@ -454,5 +461,138 @@ def test_the_apps_customer_hook_is_used_for_reads(fake_stripe: LocalStripe, stri
     ent = StripeEntitlements(API_KEY, PRICE, api_base=fake_stripe.url, customer_id=lookup, clock=clock)
     try:
         assert ent.is_active(org)
+    finally:
+        ent.close()
+
+
+# -- one organization per customer: the first binding wins -----------------------------------------------------
+
+
+def checkout_completed(org: str, customer: str) -> dict[str, Any]:
+    session = {"id": f"cs_{org}", "object": "checkout.session", "client_reference_id": org, "customer": customer}
+    return {
+        "id": f"evt_cs_{org}",
+        "type": "checkout.session.completed",
+        "created": int(time.time()),
+        "data": {"object": session},
+    }
+
+
+def stripe_event(kind: str, obj: Any, **fields: Any) -> dict[str, Any]:
+    """An event carrying `obj` as localstripe has it (with `fields` changed), newer than any read made so far (whose
+    Stripe time is the wall clock), as Stripe's own event would be."""
+    return {
+        "id": f"evt_{uuid.uuid4().hex}",
+        "type": kind,
+        "created": int(time.time()) + 1,
+        "data": {"object": {**obj.to_dict(), **fields}},
+    }
+
+
+@pytest.mark.parametrize("conflict", ["checkout.session.completed", "customer.subscription.created"])
+def test_a_signed_event_never_rebinds_a_customer_to_another_organization(
+    fake_stripe: LocalStripe, stripe_client: Any, clock: Clock, conflict: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    org_a, org_b = f"org_a_{uuid.uuid4().hex[:12]}", f"org_b_{uuid.uuid4().hex[:12]}"
+    own = subscribe(stripe_client, org_a, tagged=False)  # A's, tied to A only through its customer
+    b_customer = stripe_client.v1.customers.create(params={"email": f"billing@{org_b}.example"}).id
+    lookup: Callable[[str], str | None] = lambda o: b_customer if o == org_b else None  # noqa: E731
+    ent = StripeEntitlements(
+        API_KEY, PRICE, api_base=fake_stripe.url, webhook_secret=SECRET, ttl=60, clock=clock, customer_id=lookup
+    )
+    try:
+        signed(ent, checkout_completed(org_a, own.customer))
+        assert ent.is_active(org_a)
+        # A signed event naming B for A's customer: B's checkout on that customer, or B's subscription (not paid yet).
+        if conflict == "checkout.session.completed":
+            signed(ent, checkout_completed(org_b, own.customer))
+        else:
+            sub_b = {"id": "sub_b", "customer": own.customer, "status": "incomplete"}
+            signed(ent, subscription_event(conflict, int(time.time()), org_b, **sub_b))
+        assert ent.stats()["customer_conflicts"] == 1
+        assert f"customer {own.customer} belongs to organization {org_a}" in caplog.text
+        assert API_KEY not in caplog.text and SECRET not in caplog.text
+
+        clock.offset = ent.ttl + 1  # both organizations are read from Stripe again
+        assert not ent.is_active(org_b)  # B does not count A's subscription as its own
+        assert ent.is_active(org_a)
+        # A's cancellation (its event names no organization: the customer's binding decides) turns A off.
+        cancelled = stripe_client.v1.subscriptions.cancel(own.id)
+        signed(ent, stripe_event("customer.subscription.deleted", cancelled))
+        assert not ent.is_active(org_a)
+    finally:
+        ent.close()
+
+
+def test_a_subscription_tagged_for_another_organization_never_counts_for_the_customers(
+    entitlements: StripeEntitlements, stripe_client: Any
+) -> None:
+    org_a, org_b = f"org_a_{uuid.uuid4().hex[:12]}", f"org_b_{uuid.uuid4().hex[:12]}"
+    own = subscribe(stripe_client, org_a, tagged=False)
+    signed(entitlements, checkout_completed(org_a, own.customer))
+    assert entitlements.is_active(org_a)
+
+    # Its metadata now names B (localstripe keeps no metadata edits of a subscription: the events say it).
+    tagged_b = {"metadata": {"organization_id": org_b}}
+    signed(entitlements, stripe_event("customer.subscription.updated", own, **tagged_b))
+    assert not entitlements.is_active(org_a)  # not even from A's cache
+    assert entitlements.is_active(org_b)
+    assert entitlements.stats()["customer_conflicts"] == 1  # the customer stays A's
+
+    cancelled = stripe_client.v1.subscriptions.cancel(own.id)
+    signed(entitlements, stripe_event("customer.subscription.deleted", cancelled, **tagged_b))
+    assert not entitlements.is_active(org_b)
+    assert not entitlements.is_active(org_a)
+
+
+# -- back from Checkout: Stripe is read at most once per organization per interval --------------------------------
+
+
+class CountingHTTPClient(StdlibHTTPClient):
+    """The HTTP client StripeEntitlements talks to Stripe through, noting each request it sends."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: list[str] = []
+
+    def request(
+        self, method: str, url: str, headers: Any, post_data: Any = None, *, _usage: list[str] | None = None
+    ) -> tuple[Any, int, Any]:
+        self.sent.append(f"{method.upper()} {urlsplit(url).path}")
+        return super().request(method, url, headers, post_data, _usage=_usage)
+
+
+def test_back_from_checkout_reads_stripe_at_most_once_per_interval(
+    fake_stripe: LocalStripe, stripe_client: Any, clock: Clock, org: str
+) -> None:
+    other = f"org_{uuid.uuid4().hex[:12]}"
+    customers = {o: subscribe(stripe_client, o).customer for o in (org, other)}
+    http = CountingHTTPClient()
+    ent = StripeEntitlements(
+        API_KEY,
+        PRICE,
+        api_base=fake_stripe.url,
+        ttl=3600,  # only the page's refreshes read Stripe here
+        clock=clock,
+        customer_id=customers.get,
+        http_client=http,
+    )
+    page = AuditLogsPage(entitlements=ent, secret_key=SECRET, clock=clock)
+    assert page.checkout_refresh_interval == 30.0
+    hooks = AdminHooks(is_admin=lambda request: True, organization=lambda request: request.headers["x-org"])
+    router = page_router(page, hooks)
+    back = {"checkout": "success"}
+    try:
+        with TestClient(Starlette(routes=list(router.routes))) as client:
+            for _ in range(5):  # an admin reloading the return URL, or a script hammering it
+                assert client.get("/audit-logs", params=back, headers={"x-org": org}).status_code == 200
+            assert http.sent == ["GET /v1/subscriptions"]
+            # Another organization has its own interval.
+            assert client.get("/audit-logs", params=back, headers={"x-org": other}).status_code == 200
+            assert http.sent == ["GET /v1/subscriptions"] * 2
+            clock.offset = page.checkout_refresh_interval
+            for _ in range(3):
+                assert client.get("/audit-logs", params=back, headers={"x-org": org}).status_code == 200
+            assert http.sent == ["GET /v1/subscriptions"] * 3
     finally:
         ent.close()

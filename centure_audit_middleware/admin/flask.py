@@ -106,7 +106,7 @@ def _view(page: AuditLogsPage, hooks: AdminHooks, spec: RouteSpec) -> Callable[.
         if spec.method == "POST":
             limit = MAX_FORM_BYTES if spec.admin else MAX_WEBHOOK_BYTES
             if (request.content_length or 0) > limit:
-                return Response(status=413, headers={"Cache-Control": "no-store"})
+                return _to_flask(page.too_large())
             if spec.admin:
                 form = request.form.to_dict()  # first value of each name
             else:

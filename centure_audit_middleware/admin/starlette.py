@@ -121,7 +121,7 @@ def _endpoint(page: AuditLogsPage, hooks: AdminHooks, spec: RouteSpec) -> Callab
         if spec.method == "POST":
             read = await _read_body(request, MAX_FORM_BYTES if spec.admin else MAX_WEBHOOK_BYTES)
             if read is None:
-                return Response(status_code=413, headers={"Cache-Control": "no-store"})
+                return _to_starlette(page.too_large())
             body = read
             if spec.admin:
                 form = _form(body, request.headers.get("content-type", ""))

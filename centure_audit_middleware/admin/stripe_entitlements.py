@@ -17,6 +17,13 @@
 Which subscriptions belong to an organization: those of its Stripe customer (learned from webhooks, or given by the
 app's `customer_id(organization_id)` hook, e.g. from its billing table) carrying the add-on's price, or else, with no
 customer known, the ones Stripe's search finds by ``metadata['organization_id']``.
+
+One organization per customer, and the first binding wins: once a customer is bound to an organization (by a webhook
+or a read), no later event re-binds it. Otherwise one signed event naming another organization would hand it every
+untagged subscription of that customer, and their cancellations. A conflicting event is ignored for the binding,
+logged (a warning) and counted (``customer_conflicts`` in `stats()`). A subscription counts for exactly one
+organization: the one its metadata names, else its customer's; never another organization through the customer. The
+bindings live in this process: the app's `customer_id` hook is the durable answer.
 """
 
 from __future__ import annotations
@@ -207,6 +214,8 @@ class StripeEntitlements:
         self._lock = threading.Lock()
         self._orgs: dict[str, _OrgState] = {}
         self._org_by_customer: dict[str, str] = {}
+        #: Which organization's state holds each subscription: a subscription counts for one organization at a time.
+        self._org_by_subscription: dict[str, str] = {}
         self._counts: dict[str, int] = {}
 
     # -- reads ---------------------------------------------------------------------------------------------------
@@ -237,13 +246,49 @@ class StripeEntitlements:
 
     def stats(self) -> dict[str, int]:
         """``fetches``, ``fetch_failures``, ``webhooks``, ``webhooks_applied``, ``webhooks_ignored``,
-        ``webhooks_rejected``, ``checkouts``."""
+        ``webhooks_rejected``, ``checkouts``, and ``customer_conflicts``: signed events that named another organization
+        for a customer already bound to one (the binding was kept; see the module documentation)."""
         with self._lock:
             return dict(self._counts)
 
     def _count(self, key: str) -> None:
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
+
+    # -- bindings (all with the lock held) -------------------------------------------------------------------------
+    def _owner(self, subscription: Mapping[str, Any]) -> str | None:
+        """The one organization `subscription` counts for: the one its metadata names, else its customer's."""
+        customer = _id_of(subscription.get("customer"))
+        return _organization_of(subscription) or (self._org_by_customer.get(customer) if customer else None)
+
+    def _claim(self, customer: str, organization_id: str, event_type: str) -> bool:
+        """Bind `customer` to `organization_id` unless it is bound to another one: the stored binding wins."""
+        bound = self._org_by_customer.setdefault(customer, organization_id)
+        if bound == organization_id:
+            return True
+        self._counts["customer_conflicts"] = self._counts.get("customer_conflicts", 0) + 1
+        logger.warning(
+            "Stripe %s names organization %s, but customer %s belongs to organization %s: binding kept",
+            event_type,
+            organization_id,
+            customer,
+            bound,
+        )
+        return False
+
+    def _hold(self, organization_id: str, subscription: _Subscription) -> None:
+        """Put `subscription` in the organization's state, and out of any other's (its metadata changed)."""
+        holder = self._org_by_subscription.get(subscription.id)
+        if holder is not None and holder != organization_id and holder in self._orgs:
+            self._orgs[holder].subscriptions.pop(subscription.id, None)
+        self._org_by_subscription[subscription.id] = organization_id
+        self._orgs.setdefault(organization_id, _OrgState()).subscriptions[subscription.id] = subscription
+
+    def _held(self, subscription_id: str) -> _Subscription | None:
+        """What is known of the subscription, whichever organization holds it."""
+        holder = self._org_by_subscription.get(subscription_id)
+        state = self._orgs.get(holder) if holder is not None else None
+        return state.subscriptions.get(subscription_id) if state is not None else None
 
     def _refresh_or_keep(self, organization_id: str, now: float) -> list[_Subscription]:
         try:
@@ -272,27 +317,32 @@ class StripeEntitlements:
         if customer is not None:
             listed = self._client.v1.subscriptions.list(params={"customer": customer, "status": "all", "limit": 100})
             found = [sub.to_dict() for sub in listed.data]
-            # A customer shared by several organizations: keep the subscriptions for this one (or for nobody named).
-            found = [sub for sub in found if _organization_of(sub) in (None, organization_id)]
         else:
             searched = self._client.v1.subscriptions.search(
                 params={"query": _search_query(organization_id), "limit": 100}
             )
             found = [sub.to_dict() for sub in searched.data]
-        subscriptions = {}
-        for raw in found:
-            parsed = _parse(raw, self.price_id, as_of)
-            if parsed is not None:
-                subscriptions[parsed.id] = parsed
-                customer = customer or _id_of(raw.get("customer"))
         with self._lock:
-            state = self._orgs.setdefault(organization_id, _OrgState())
-            state.subscriptions = subscriptions
-            state.fetched_at = self._clock()
+            # A read binds a customer nobody has yet (the app's hook named it, or the search found it through this
+            # organization's metadata); it never re-binds one.
             if customer is not None:
+                self._org_by_customer.setdefault(customer, organization_id)
+            state = self._orgs.setdefault(organization_id, _OrgState())
+            state.subscriptions = {}
+            for raw in found:
+                parsed = _parse(raw, self.price_id, as_of)
+                # A customer shared with other organizations lists theirs too: only this organization's count.
+                if parsed is None or self._owner(raw) != organization_id:
+                    continue
+                self._hold(organization_id, parsed)
+                if customer is None:
+                    customer = _id_of(raw.get("customer"))
+                    if customer is not None:
+                        self._org_by_customer.setdefault(customer, organization_id)
+            state.fetched_at = self._clock()
+            if customer is not None and self._org_by_customer.get(customer) == organization_id:
                 state.customer_id = customer
-                self._org_by_customer[customer] = organization_id
-            return list(subscriptions.values())
+            return list(state.subscriptions.values())
 
     # -- checkout ------------------------------------------------------------------------------------------------
     def checkout_url(self, organization_id: str, success_url: str, cancel_url: str) -> str:
@@ -342,32 +392,30 @@ class StripeEntitlements:
         applied = False
         if isinstance(obj, Mapping):
             if event_type in _SUBSCRIPTION_EVENTS:
-                applied = self._apply_subscription(obj, created)
+                applied = self._apply_subscription(obj, created, event_type)
             elif event_type == "checkout.session.completed":
                 applied = self._apply_checkout(obj)
         self._count("webhooks_applied" if applied else "webhooks_ignored")
         return event_type
 
-    def _apply_subscription(self, obj: Mapping[str, Any], created: float) -> bool:
+    def _apply_subscription(self, obj: Mapping[str, Any], created: float, event_type: str) -> bool:
         parsed = _parse(obj, self.price_id, created)
         if parsed is None:
             return False  # another product's subscription
         customer = _id_of(obj.get("customer"))
         with self._lock:
-            org = _organization_of(obj) or (self._org_by_customer.get(customer) if customer else None)
+            org = self._owner(obj)
             if org is None:
                 return False
-            state = self._orgs.get(org)
-            if state is None:
-                # The webhook says all we need about this subscription: no fetch until the TTL runs out.
-                state = self._orgs[org] = _OrgState(fetched_at=self._clock())
-            known = state.subscriptions.get(parsed.id)
+            known = self._held(parsed.id)
             if known is not None and known.as_of > parsed.as_of:
                 return False  # delivered out of order: we already know something newer
-            state.subscriptions[parsed.id] = parsed
-            if customer is not None:
-                state.customer_id = customer
-                self._org_by_customer[customer] = org
+            if org not in self._orgs:
+                # The webhook says all we need about this subscription: no fetch until the TTL runs out.
+                self._orgs[org] = _OrgState(fetched_at=self._clock())
+            self._hold(org, parsed)
+            if customer is not None and self._claim(customer, org, event_type):
+                self._orgs[org].customer_id = customer
         return True
 
     def _apply_checkout(self, obj: Mapping[str, Any]) -> bool:
@@ -379,9 +427,8 @@ class StripeEntitlements:
             return False
         with self._lock:
             state = self._orgs.setdefault(org, _OrgState())
-            if customer is not None:
+            if customer is not None and self._claim(customer, org, "checkout.session.completed"):
                 state.customer_id = customer
-                self._org_by_customer[customer] = org
             # The subscription's own event may come later (or first): either way, read it from Stripe next time.
             state.fetched_at = -math.inf
         return True

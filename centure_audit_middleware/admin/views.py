@@ -13,6 +13,7 @@ import datetime as dt
 import json
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
@@ -38,6 +39,7 @@ logger = logging.getLogger("centure_audit_middleware.admin")
 MAX_WEBHOOK_BYTES: Final = 1024 * 1024
 DEFAULT_PAGE_SIZE: Final = 50
 MAX_API_LIMIT: Final = 200
+DEFAULT_CHECKOUT_REFRESH_INTERVAL: Final = 30.0
 _JSON: Final = "application/json"
 _CSV: Final = "text/csv; charset=utf-8"
 _UNSAFE_FILENAME: Final = re.compile(r"[^A-Za-z0-9_-]+")
@@ -72,6 +74,10 @@ class AuditLogsPage:
     - `public_url`: ``https://app.example.com``: the origin for Stripe's return URLs; default: the request's own
       origin (set it when a proxy rewrites Host, so a forged Host header can't choose where Stripe sends admins).
     - `price_note`: a line under the banner (e.g. the add-on's price).
+    - `checkout_refresh_interval`: seconds; back from Checkout (``?checkout=success``), the page reads the
+      organization's subscription from the billing provider afresh at most once per interval (per process), and
+      from the cache otherwise: anyone can reload that URL, and each read costs a billing API call (Stripe's rate
+      limit is shared with the rest of the app). The webhook updates the cache as soon as Stripe sends it.
     """
 
     def __init__(
@@ -87,6 +93,7 @@ class AuditLogsPage:
         price_note: str | None = None,
         page_size: int = DEFAULT_PAGE_SIZE,
         csrf_max_age: float = 8 * 3600,
+        checkout_refresh_interval: float = DEFAULT_CHECKOUT_REFRESH_INTERVAL,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.entitlements = entitlements
@@ -98,7 +105,11 @@ class AuditLogsPage:
         self.public_url = public_url.rstrip("/") if public_url else None
         self.price_note = price_note
         self.page_size = page_size
+        self.checkout_refresh_interval = checkout_refresh_interval
         self._clock = clock
+        self._refresh_lock = threading.Lock()
+        #: organization -> when `?checkout=success` last made it read the billing provider (on `clock`).
+        self._checkout_refreshes: dict[str, float] = {}
         self._handlers: dict[str, Callable[[AdminRequest, Identity], AdminResponse]] = {
             "page": self._page,
             "subscribe": self._subscribe,
@@ -120,6 +131,11 @@ class AuditLogsPage:
             logger.exception("audit logs page: %s failed", req.route)
             response = self._error(req, 500, "Something went wrong", "The request could not be completed.")
         return self._finish(response)
+
+    def too_large(self) -> AdminResponse:
+        """The answer to a POST whose body is over the adapter's limit (refused before it is read): built here, so it
+        carries the same headers as every other admin response."""
+        return self._finish(_json(413, {"error": "too_large"}))
 
     def _dispatch(self, req: AdminRequest) -> AdminResponse:
         if req.route == "stripe_webhook":
@@ -183,6 +199,22 @@ class AuditLogsPage:
     def _origin(self, req: AdminRequest) -> str:
         return self.public_url or req.origin
 
+    def _refresh_after_checkout(self, organization_id: str) -> None:
+        """Back from Checkout: have the next status read ask the billing provider, once per interval at most."""
+        invalidate = getattr(self.entitlements, "invalidate", None)
+        if not callable(invalidate):
+            return
+        now = self._clock()
+        interval = self.checkout_refresh_interval
+        with self._refresh_lock:
+            last = self._checkout_refreshes.get(organization_id)
+            if last is not None and now - last < interval:
+                return
+            # Only the organizations still within their interval are remembered: the map stays small.
+            self._checkout_refreshes = {org: t for org, t in self._checkout_refreshes.items() if now - t < interval}
+            self._checkout_refreshes[organization_id] = now
+        invalidate(organization_id)
+
     def _gate(self, req: AdminRequest, identity: Identity) -> AdminResponse | None:
         """A refusal unless the organization has the add-on and a store to read."""
         if self.store is None:
@@ -207,9 +239,8 @@ class AuditLogsPage:
         org = identity.organization_id
         notices: list[tuple[str, str]] = []
         checkout = req.query.get("checkout")
-        invalidate = getattr(self.entitlements, "invalidate", None)
-        if checkout == "success" and callable(invalidate):
-            invalidate(org)  # back from Stripe: read the subscription afresh rather than from the cache
+        if checkout == "success":
+            self._refresh_after_checkout(org)
         status: EntitlementStatus | None
         http_status = 200
         try:
