@@ -66,6 +66,7 @@ class RequestContext:
     environ: WSGIEnviron | None = None
     _client_ip: Any = _UNSET
     _user_agent: Any = _UNSET
+    _request_id: Any = _UNSET
     _user_agent_info: Any = _UNSET
     _geo: Any = _UNSET
 
@@ -146,9 +147,32 @@ class RequestContext:
     def user_agent(self) -> str | None:
         """The raw User-Agent header (never parsed here)."""
         if self._user_agent is _UNSET:
-            self._user_agent = self.header("user-agent")
+            self._read_event_headers()
         ua: str | None = self._user_agent
         return ua
+
+    @property
+    def request_id(self) -> str | None:
+        """The X-Request-ID header, as a proxy or the app set it."""
+        if self._request_id is _UNSET:
+            self._read_event_headers()
+        request_id: str | None = self._request_id
+        return request_id
+
+    def _read_event_headers(self) -> None:
+        # Every event reads these two: one pass over an ASGI scope's header list rather than one per header.
+        if self.scope is None:
+            self._user_agent, self._request_id = self.header("user-agent"), self.header("x-request-id")
+            return
+        agents: list[bytes] = []
+        ids: list[bytes] = []
+        for name, value in self.scope.get("headers", ()):
+            if name == b"user-agent":
+                agents.append(value)
+            elif name == b"x-request-id":
+                ids.append(value)
+        self._user_agent = b", ".join(agents).decode("latin-1") if agents else None
+        self._request_id = b", ".join(ids).decode("latin-1") if ids else None
 
     @property
     def user_agent_info(self) -> UserAgentInfo | None:

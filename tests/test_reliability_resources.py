@@ -34,6 +34,7 @@ from centure_audit_middleware.sinks import MemorySink, WorkOSSink
 from centure_audit_middleware.testing import WorkOSEmulator
 
 from .conftest import ALICE, ORG
+from .reliability_support import wait_until
 
 MB = 1024 * 1024
 
@@ -218,6 +219,13 @@ def assert_never_blocked(handoff_ns: list[int], control_ns: list[int]) -> None:
     assert sorted(handoff_ns)[len(handoff_ns) // 2] < 100_000  # median well under 0.1 ms
 
 
+class OutboxMemorySink(MemorySink):
+    """A MemorySink delivered by a sender from the outbox, as WorkOS is (a plain MemorySink is inline: it gets each
+    event in the committer's round, and needs no outbox): these tests are about the outbox failing."""
+
+    inline = False
+
+
 def memory_auditor(outbox: Path, sink: MemorySink, max_queue: int = 1000) -> Auditor:
     # A small max_queue: it bounds both the hand-off queue and the events held in memory while the outbox fails,
     # so a few thousand events are enough to overflow it.
@@ -244,7 +252,7 @@ def test_unopenable_outbox_never_blocks_the_handoff_and_counts_drops(tmp_path: P
     blocker = tmp_path / "spool"
     blocker.write_text("not a directory")
     outbox = blocker / "outbox.db"
-    sink = MemorySink()
+    sink = OutboxMemorySink()
     auditor = memory_auditor(outbox, sink)
     try:
         handoff_ns, control_ns = time_handoffs(auditor, 0, 3000)  # raising would fail the test here
@@ -262,6 +270,21 @@ def test_unopenable_outbox_never_blocks_the_handoff_and_counts_drops(tmp_path: P
         assert auditor.flush(10), auditor.stats()
         stats = assert_accounted(auditor, sink, 3000)
         assert len(sink.events) == 1000
+    finally:
+        auditor.close(timeout=2)
+
+
+def test_an_inline_sink_needs_no_outbox(tmp_path: Path) -> None:
+    # The local store (inline) keeps every event while the outbox can't even be opened: nothing to hold or drop.
+    blocker = tmp_path / "spool"
+    blocker.write_text("not a directory")
+    sink = MemorySink()
+    auditor = memory_auditor(blocker / "outbox.db", sink, max_queue=10_000)
+    try:
+        for seq in range(3000):
+            record(auditor, seq)
+        assert wait_until(lambda: len(sink.events) == 3000, timeout=10), auditor.stats()
+        assert auditor.stats()["dropped"] == {}
     finally:
         auditor.close(timeout=2)
 
@@ -304,7 +327,7 @@ def fill(directory: Path) -> Path:
 
 
 def test_disk_full_never_blocks_the_handoff_and_never_fails_a_committed_row(small_fs: Path) -> None:
-    sink = MemorySink()
+    sink = OutboxMemorySink()
     auditor = memory_auditor(small_fs / "outbox.db", sink)
     try:
         for seq in range(50):
@@ -331,7 +354,7 @@ def test_disk_full_never_blocks_the_handoff_and_never_fails_a_committed_row(smal
 
 def test_read_only_outbox_never_blocks_the_handoff_and_recovers(small_fs: Path) -> None:
     outbox = small_fs / "outbox.db"
-    first = MemorySink()
+    first = OutboxMemorySink()
     auditor = memory_auditor(outbox, first)
     for seq in range(50):
         record(auditor, seq)
@@ -341,7 +364,7 @@ def test_read_only_outbox_never_blocks_the_handoff_and_recovers(small_fs: Path) 
     result = _mount("-o", "remount,ro", str(small_fs))
     if result.returncode != 0:
         pytest.skip(f"cannot remount read-only: {result.stderr.strip()}")
-    sink = MemorySink()
+    sink = OutboxMemorySink()
     auditor = memory_auditor(outbox, sink)
     try:
         handoff_ns, control_ns = time_handoffs(auditor, 50, 3000)

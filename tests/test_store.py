@@ -799,7 +799,7 @@ def test_store_sink_rejects_only_the_bad_event(store: EventStore) -> None:
 
 def test_store_sink_retries_when_the_store_is_unavailable(tmp_path: Path) -> None:
     class Down(SqliteStore):
-        def append(self, events: Any) -> int:
+        def append(self, events: Any, *, bodies: Any = None) -> int:
             raise StoreUnavailable("database is locked")
 
     with Down(tmp_path / "x.db") as down:

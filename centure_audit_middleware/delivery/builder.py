@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final
@@ -13,6 +15,7 @@ from ..context import PendingEvent, RequestContext
 from ..events import (
     MAX_ID_LENGTH,
     MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
     MAX_NAME_LENGTH,
     MAX_TYPE_LENGTH,
     Actor,
@@ -33,6 +36,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MAX_USER_AGENT_LENGTH", "EventBuilder", "Validator"]
 
+_JSON_OPENERS: Final = frozenset("{[")
+_KNOWN_KEYS_LIMIT: Final = 4096
+_VALID_KEY: Final = re.compile(r"^[A-Za-z0-9_-]{0,40}$")
+
 #: WorkOS documents no limit for context.user_agent; a 200 KB header must not make the whole event fail, so the
 #: raw string is cut here (the parsed form comes from the first 1,024 characters too).
 MAX_USER_AGENT_LENGTH: Final = 1024
@@ -49,6 +56,8 @@ class EventBuilder:
     ) -> None:
         self.redactor = redactor
         self.validators = list(validators)
+        #: metadata keys seen valid and not secret (bounded: hostile keys must not grow it for ever)
+        self._known_keys: set[str] = set()
         self.geo_metadata = geo_metadata
 
     def build(self, item: RequestContext | PendingEvent) -> AuditEvent:
@@ -60,6 +69,8 @@ class EventBuilder:
         originals: dict[str, Any] = {}
 
         def clean(metadata: Mapping[str, Any] | None, where: str) -> Mapping[str, Any]:
+            if type(metadata) is dict and self._fits(metadata):
+                return metadata
             # Redact first: a secret nested in a dict must go before coercion turns the dict into a JSON string.
             redacted = self.redactor(metadata)
             fitted, lossy = fit_metadata(redacted, where, declared if where == "event" else ())
@@ -73,6 +84,27 @@ class EventBuilder:
         for validate in self.validators:
             validate(event)
         return event
+
+    def _fits(self, metadata: dict[Any, Any]) -> bool:
+        """Whether `metadata` is already within WorkOS's rules and holds no secret: the common case, told apart
+        with no copy and no call per value. Anything unusual (a long or non-ASCII string, JSON text, a nested
+        value, an unknown key) takes the full path: redaction, then `fit_metadata`."""
+        if len(metadata) > MAX_METADATA_KEYS:
+            return False
+        known = self._known_keys
+        for key, value in metadata.items():
+            if key not in known:
+                if type(key) is not str or _VALID_KEY.match(key) is None or self.redactor.is_secret(key):
+                    return False
+                if len(known) < _KNOWN_KEYS_LIMIT:
+                    known.add(key)
+            kind = type(value)
+            if kind is str:
+                if len(value) > MAX_METADATA_VALUE_LENGTH or not value.isascii() or value[:1] in _JSON_OPENERS:
+                    return False
+            elif kind is not int and kind is not bool and not (kind is float and math.isfinite(value)):
+                return False
+        return True
 
     def _from_request(self, ctx: RequestContext) -> tuple[AuditEvent, Sequence[str]]:
         spec = ctx.spec
@@ -145,7 +177,7 @@ class EventBuilder:
                 route=ctx.route_template(),
                 status=ctx.status or None,
                 peer=ctx.peer,
-                request_id=ctx.header("x-request-id"),
+                request_id=ctx.request_id,
             )
             if self.geo_metadata is not None and geo is not None:
                 extra = {k: v for k, v in self.geo_metadata(geo).items() if k not in metadata}

@@ -101,6 +101,15 @@ def _timeout(sink: Sink) -> float:
     return float(timeout) if isinstance(timeout, int | float) else 0.0
 
 
+@dataclass(slots=True)
+class _Write:
+    """Rows waiting to be committed to the outbox: events pending for `sinks`, and dead letters of theirs."""
+
+    rows: list[tuple[str, float, str]]
+    sinks: list[str]
+    dead: list[tuple[str, float, str, str]]
+
+
 class _SinkState:
     def __init__(self, sink: Sink, limiter: RateLimiter | None) -> None:
         self.sink = sink
@@ -156,14 +165,16 @@ class Dispatcher:
         self._in_progress = 0
         self._spooled = 0
         self._dropped: Counter[str] = Counter()
-        self._uncommitted: list[tuple[str, float, str]] = []
-        self._uncommitted_dead: list[tuple[str, float, str, str]] = []
+        self._pending_writes: deque[_Write] = deque()
         self._states = {
             s.name: _SinkState(
                 s, RateLimiter(*self.config.rate_limits[s.name]) if s.name in self.config.rate_limits else None
             )
             for s in self.sinks
         }
+        self._inline_states = [self._states[s.name] for s in self.sinks if s.inline]
+        self._remote_names = [s.name for s in self.sinks if not s.inline]
+        self._sink_names = [s.name for s in self.sinks]
 
     @property
     def outbox(self) -> Outbox:
@@ -247,7 +258,7 @@ class Dispatcher:
         with self._committed:
             target = self._drained + self._in_progress + len(self._queue)
             self._wake.set()
-            while self._drained < target or self._uncommitted or self._uncommitted_dead:
+            while self._drained < target or self._pending_writes:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -327,7 +338,9 @@ class Dispatcher:
             while queue and len(items) < 10_000:
                 items.append(queue.popleft())
             self._in_progress = len(items)
-        rows, dead = self._uncommitted, self._uncommitted_dead
+        events: list[AuditEvent] = []
+        rows: list[tuple[str, float, str]] = []
+        dead: list[tuple[str, float, str, str]] = []
         now = time.time()
         for item in items:
             try:
@@ -340,35 +353,84 @@ class Dispatcher:
                 dead.append(self._dead_row(item, f"event could not be built: {exc!r}"))
                 self._log(logging.ERROR, "build", "audit event could not be built: %r", exc)
                 continue
+            events.append(event)
             # recorded_at is when we took responsibility (the idempotency window's start), not when it occurred.
             rows.append((event.id, now, event.to_json()))
-        count = len(rows) + len(dead)
-        if count:
-            try:
-                self.outbox.add(rows, [s.name for s in self.sinks], dead)
-            except Exception as exc:
-                # Disk full, read-only file, locked database: keep them in memory (bounded) and try again.
-                self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
-                overflow = len(rows) + len(dead) - self.config.max_queue
-                if overflow > 0:
-                    # The oldest go first, events before dead letters (a dead letter is smaller and says why).
-                    from_rows = min(overflow, len(rows))
-                    del rows[:from_rows]
-                    del dead[: overflow - from_rows]
-                    self._drop("outbox_unavailable", overflow)
-                    self._recorded -= overflow  # counted in _dropped now, which stats() also adds to "recorded"
-                count = 0
-            else:
-                self._spooled += len(rows)
-                for state in self._states.values():
-                    state.dead += len(dead)
-                self._uncommitted, self._uncommitted_dead = [], []
+        if rows and self._remote_names:
+            # First durable for the senders' sinks, then to the inline ones: a crash in between costs an inline
+            # sink (the local store) at most this group, never a remote one (WorkOS) an event the store has.
+            self._pending_writes.append(_Write(rows, self._remote_names, []))
+        if dead:  # an event that could not be built is dead for every sink
+            self._pending_writes.append(_Write([], self._sink_names, dead))
+        count = self._write_pending()
+        for state in self._inline_states:
+            if events:
+                self._deliver_inline(state, events, rows, now)
+        count += self._write_pending()
         with self._committed:
             self._drained += len(items)
             self._recorded += len(items)
             self._in_progress = 0
             self._committed.notify_all()
         return count
+
+    def _deliver_inline(
+        self, state: _SinkState, events: list[AuditEvent], rows: list[tuple[str, float, str]], now: float
+    ) -> None:
+        """Hand the group to an inline sink now; what it can't take goes to the outbox for its sender."""
+        try:
+            outcomes = state.sink.send_encoded(events, [body for _, _, body in rows])
+        except Exception as exc:  # a sink whose send_encoded itself fails: all of the group is retried
+            outcomes = [exc] * len(events)
+        retry: list[tuple[str, float, str]] = []
+        dead: list[tuple[str, float, str, str]] = []
+        for row, outcome in zip(rows, outcomes, strict=True):
+            if outcome is None:
+                state.sent += 1
+            elif isinstance(outcome, RejectEvent):
+                dead.append((*row, outcome.reason))
+                self._log(logging.WARNING, f"dead:{state.sink.name}", "audit event dead-lettered: %s", outcome.reason)
+            else:
+                retry.append(row)
+                self._log(logging.WARNING, f"retry:{state.sink.name}", "audit delivery will retry: %r", outcome)
+        if retry or dead:
+            self._pending_writes.append(_Write(retry, [state.sink.name], dead))
+            state.wake.set()
+
+    def _write_pending(self) -> int:
+        """Commit what waits for the outbox, oldest first; kept in memory (bounded) while the outbox is unavailable."""
+        count = 0
+        while self._pending_writes:
+            write = self._pending_writes[0]
+            try:
+                if write.rows or write.dead:
+                    self.outbox.add(write.rows, write.sinks, write.dead)
+            except Exception as exc:
+                # Disk full, read-only file, locked database: keep them in memory (bounded) and try again.
+                self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
+                self._bound_pending()
+                return count
+            self._pending_writes.popleft()
+            count += len(write.rows) + len(write.dead)
+            self._spooled += len(write.rows)
+            for name in write.sinks:
+                self._states[name].dead += len(write.dead)
+        return count
+
+    def _bound_pending(self) -> None:
+        overflow = sum(len(w.rows) + len(w.dead) for w in self._pending_writes) - self.config.max_queue
+        while overflow > 0 and self._pending_writes:
+            # The oldest go first, events before dead letters (a dead letter is smaller and says why).
+            write = self._pending_writes[0]
+            from_rows = min(overflow, len(write.rows))
+            del write.rows[:from_rows]
+            from_dead = min(overflow - from_rows, len(write.dead))
+            del write.dead[:from_dead]
+            self._drop("outbox_unavailable", from_rows + from_dead)
+            self._recorded -= from_rows + from_dead  # counted in _dropped now, which stats() also adds to "recorded"
+            overflow -= from_rows + from_dead
+            if not write.rows and not write.dead:
+                self._pending_writes.popleft()
 
     def _dead_row(self, item: RequestContext | PendingEvent, reason: str) -> tuple[str, float, str, str]:
         # The whole event as far as it is known (actor, organization, targets, metadata: redacted), so that an

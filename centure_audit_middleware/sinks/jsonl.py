@@ -53,6 +53,7 @@ class JsonlSink(Sink):
     """
 
     name = "jsonl"
+    inline = True
 
     def __init__(
         self,
@@ -160,12 +161,16 @@ class JsonlSink(Sink):
             raise outcome
 
     def send_many(self, events: Sequence[AuditEvent]) -> list[BaseException | None]:
+        return self.send_encoded(events, None)
+
+    def send_encoded(self, events: Sequence[AuditEvent], bodies: Sequence[str] | None) -> list[BaseException | None]:
         outcomes: list[BaseException | None] = [None] * len(events)
         lines: list[tuple[int, bytes]] = []
         for i, event in enumerate(events):
             try:
+                body = event.to_json() if bodies is None else bodies[i]
                 # backslashreplace: a lone surrogate becomes its JSON escape (\udc80), which reads back losslessly.
-                lines.append((i, (event.to_json() + "\n").encode("utf-8", "backslashreplace")))
+                lines.append((i, (body + "\n").encode("utf-8", "backslashreplace")))
             except Exception as exc:
                 outcomes[i] = RejectEvent(f"cannot serialise event as JSON: {exc}")
         with self._lock:

@@ -14,6 +14,7 @@ class MemorySink(Sink):
     """Keeps every delivered event in `events`, in delivery order."""
 
     name = "memory"
+    inline = True
 
     def __init__(self, name: str = "memory") -> None:
         self.name = name

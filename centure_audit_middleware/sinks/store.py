@@ -23,6 +23,7 @@ class StoreSink(Sink):
     """
 
     name = "store"
+    inline = True
 
     def __init__(self, store: EventStore | str | os.PathLike[str] | None = None, *, name: str = "store") -> None:
         self.name = name
@@ -39,10 +40,13 @@ class StoreSink(Sink):
             raise outcome
 
     def send_many(self, events: Sequence[AuditEvent]) -> list[BaseException | None]:
+        return self.send_encoded(events, None)
+
+    def send_encoded(self, events: Sequence[AuditEvent], bodies: Sequence[str] | None) -> list[BaseException | None]:
         if not events:
             return []
         try:
-            self.store.append(events)
+            self.store.append(events, bodies=bodies)
         except StoreUnavailable as exc:
             # Locked, disk full, connection lost: the whole batch waits for the retry.
             retry = RetryLater(str(exc))

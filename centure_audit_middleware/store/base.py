@@ -116,8 +116,12 @@ class StoredRow(NamedTuple):
     csv_row: str
 
 
-def event_row(event: AuditEvent) -> StoredRow:
-    """The columns stored for `event`, or `ValueError` if it lacks what the store indexes."""
+def event_row(event: AuditEvent, body: str | None = None, *, with_csv: bool = True) -> StoredRow:
+    """The columns stored for `event`, or `ValueError` if it lacks what the store indexes.
+
+    `body` is `event.to_json()` when the caller has it already (the dispatcher encodes each event once). Without
+    `with_csv`, ``csv_row`` is left empty and the export makes the line from the body when it needs it: exports
+    are rare, appends are every event."""
     if not isinstance(event, AuditEvent):
         raise ValueError(f"expected an AuditEvent, got {type(event).__name__}")
     if not isinstance(event.occurred_at, dt.datetime):
@@ -126,7 +130,8 @@ def event_row(event: AuditEvent) -> StoredRow:
         _check_key(getattr(target, "type", None), f"targets[{i}].type")
         _check_key(getattr(target, "id", None), f"targets[{i}].id")
     try:
-        body, line = event.to_json(), csv_row(event)
+        body = event.to_json() if body is None else body
+        line = csv_row(event) if with_csv else ""
     except (TypeError, ValueError) as exc:  # metadata that skipped validation: no retry will make it JSON
         raise ValueError(f"event {event.id!r} cannot be serialised as JSON: {exc}") from None
     return StoredRow(
@@ -151,8 +156,9 @@ class EventStore(ABC):
     """
 
     @abstractmethod
-    def append(self, events: Sequence[AuditEvent]) -> int:
-        """Store `events` in one transaction; returns how many were new.
+    def append(self, events: Sequence[AuditEvent], *, bodies: Sequence[str] | None = None) -> int:
+        """Store `events` in one transaction; returns how many were new. `bodies`, when given, are the events'
+        `to_json()`, already made by the caller.
 
         Idempotent by event id: the dispatcher may deliver an event again after a crash, and a second append of an
         id already stored changes nothing (the first copy wins).
@@ -326,8 +332,9 @@ class SqlEventStore(EventStore):
             yield row[2]
 
     def iter_csv_rows(self, q: EventQuery) -> Iterator[str]:
-        for row in self._stream(q, "e.csv_row"):
-            yield row[2]
+        for row in self._stream(q, f"e.csv_row, {self._body_sql}"):
+            # An empty line was not made at append time (see `event_row`): made now, from the stored event.
+            yield row[2] or csv_row(AuditEvent.from_json(row[3]))
 
     def count(self, q: EventQuery) -> int:
         sql, params = build_count(q, self._dialect(), lookups=self)

@@ -270,11 +270,11 @@ class PostgresStore(SqlEventStore):
 
     # --- writes ---
 
-    def append(self, events: Sequence[AuditEvent]) -> int:
+    def append(self, events: Sequence[AuditEvent], *, bodies: Sequence[str] | None = None) -> int:
         rows: dict[str, StoredRow] = {}
         targets: dict[str, list[tuple[int, str, str]]] = {}
-        for event in events:
-            row = _pg_safe(event_row(event))
+        for i, event in enumerate(events):
+            row = _pg_safe(event_row(event, None if bodies is None else bodies[i]))
             if row.id in rows:
                 continue
             rows[row.id] = row

@@ -512,8 +512,12 @@ class SqliteStore(SqlEventStore):
 
     # --- writes ---
 
-    def append(self, events: Sequence[AuditEvent]) -> int:
-        rows = [event_row(event) for event in events]  # ValueError before any write: the batch is all or nothing
+    def append(self, events: Sequence[AuditEvent], *, bodies: Sequence[str] | None = None) -> int:
+        # ValueError before any write: the batch is all or nothing.
+        if bodies is None:
+            rows = [event_row(event, with_csv=False) for event in events]
+        else:
+            rows = [event_row(event, body, with_csv=False) for event, body in zip(events, bodies, strict=True)]
         if not rows:
             return 0
         targets = {
