@@ -40,6 +40,8 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/enrichment.py
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/store.py
+	-$(BIN)/python benchmarks/cpu_per_event.py --all
+	-$(BIN)/python benchmarks/server_throughput.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
