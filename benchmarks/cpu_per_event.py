@@ -18,11 +18,11 @@ Rows (configurations):
 - `default`: `Auditor()`, exactly as an app writes it (today: the local SQLite event store as the only sink),
   run with the round's temporary directory as the working directory, where its default files go. Always run; a
   few seconds.
-- `workos` (`--all`): what `Auditor.from_env()` gives with `WORKOS_API_KEY` set: the WorkOS sink (the SDK, its
-  default transport) plus the local store. WorkOS is the project's emulator in another process, so only the
+- `workos` (`--all`): what `Auditor.from_env()` gives with `WORKOS_API_KEY` set: the WorkOS sink (the SDK on
+  the sink's default, standard-library transport) plus the local store. WorkOS is the project's emulator in another process, so only the
   client's side of each HTTP call is counted. WorkOS's rate limit (6,000 / 60 s) is off: it would only spread
   the same sends over more wall time.
-- `workos-stdlib` (only with `--rows`): the same with `WorkOSSink(transport="stdlib")`.
+- `workos-sdk` (only with `--rows`): the same with `WorkOSSink(transport="sdk")`, the SDK's own httpx client.
 - `relay` (`--all`): `Auditor(delivery="relay")`, sends made by `centure-audit relay` in another process; "n/a"
   while that option does not exist.
 
@@ -84,8 +84,8 @@ CLIENT_IP = "81.2.69.142"
 WARM_UP = 200
 FLUSH_TIMEOUT = 120.0
 RELAY_FLUSH_TIMEOUT = 10.0  # without a `centure-audit relay` process, nothing in this process may deliver
-ROWS = ("default", "workos", "relay", "workos-stdlib")
-ALL_ROWS = ROWS[:3]  # --all; workos-stdlib (the sink's lighter transport) only when asked for with --rows
+ROWS = ("default", "workos", "relay", "workos-sdk")
+ALL_ROWS = ROWS[:3]  # --all; workos-sdk (the SDK's own, heavier HTTP client) only when asked for with --rows
 #: passed as **kwargs, so that this type-checks both before and after the option exists
 RELAY: dict[str, Any] = {"delivery": "relay"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -187,7 +187,7 @@ def make_auditor(row: str, workdir: Path, env: Env) -> Auditor:
     assert env.emulator is not None
     from centure_audit_middleware.sinks import WorkOSSink
 
-    transport: Literal["sdk", "stdlib"] = "stdlib" if row == "workos-stdlib" else "sdk"
+    transport: Literal["sdk", "stdlib"] = "sdk" if row == "workos-sdk" else "stdlib"
     sinks = [
         WorkOSSink(api_key=env.emulator.api_key, base_url=env.emulator.url, transport=transport),
         _store_sink(store),
