@@ -20,8 +20,8 @@ Rows (configurations):
   few seconds.
 - `workos` (`--all`): what `Auditor.from_env()` gives with `WORKOS_API_KEY` set: the WorkOS sink (the SDK on
   the sink's default, standard-library transport) plus the local store. WorkOS is the project's emulator in
-  another process, so only the client's side of each HTTP call is counted. WorkOS's rate limit (6,000 / 60 s) is off: it would only spread
-  the same sends over more wall time.
+  another process, so only the client's side of each HTTP call is counted. WorkOS's rate limit (6,000 / 60 s)
+  is off: it would only spread the same sends over more wall time.
 - `workos-sdk` (only with `--rows`): the same with `WorkOSSink(transport="sdk")`, the SDK's own httpx client.
 - `relay` (`--all`): `Auditor(delivery="relay")`, sends made by `centure-audit relay` in another process; "n/a"
   while that option does not exist.
