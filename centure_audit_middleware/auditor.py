@@ -8,13 +8,13 @@ import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .annotations import AuditSpec, RouteMap, spec_of
 from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
-from .delivery.dispatcher import Dispatcher, DispatcherConfig
+from .delivery.dispatcher import Dispatcher, DispatcherConfig, sink_rate_limits
 from .delivery.policy import RetryPolicy
 from .delivery.redact import DEFAULT_REDACT_PATTERNS, Redactor
 from .events import Actor, GeoInfo, UserAgentInfo
@@ -82,6 +82,10 @@ class Auditor:
 
     Explicit construction: ``Auditor(sinks=[WorkOSSink(...), StoreSink()], actor=..., organization=...,
     trusted_proxies=["10.0.0.0/8"])``; from the environment: ``Auditor.from_env()``.
+
+    ``delivery="relay"``: this process only commits events to the outbox (for every sink); ``centure-audit relay``,
+    another process, delivers them. With the default, ``"in-process"``, the app's own threads deliver, one process
+    at a time per outbox (the outbox's sender lock).
     """
 
     def __init__(
@@ -108,6 +112,7 @@ class Auditor:
         probe_interval: float = 30.0,
         lease: float = 60.0,
         flush_timeout: float = 5.0,
+        delivery: Literal["in-process", "relay"] = "in-process",
     ) -> None:
         if sinks is None:
             from .sinks.store import StoreSink
@@ -132,11 +137,6 @@ class Auditor:
         self._enrich_ready = False
 
         builder = EventBuilder(Redactor(redact), validators, geo_metadata=self._geo_metadata if geo_metadata else None)
-        limits = dict(rate_limits or {})
-        for sink in self.sinks:
-            default_limit = getattr(sink, "default_rate_limit", None)
-            if default_limit is not None:
-                limits.setdefault(sink.name, default_limit)
         self.dispatcher = Dispatcher(
             self.sinks,
             builder,
@@ -145,11 +145,12 @@ class Auditor:
                 commit_interval=commit_interval,
                 max_queue=max_queue,
                 retry=retry or RetryPolicy(),
-                rate_limits={k: v for k, v in limits.items() if v is not None},  # None: no limit
+                rate_limits=sink_rate_limits(self.sinks, rate_limits),
                 probe_interval=probe_interval,
                 # How long a claimed delivery is this process's: after a crash, others resend it once it expires.
                 # Keep it above the sink's timeout x (batch / concurrency); sends that would outlast it aren't started.
                 lease=lease,
+                delivery=delivery,
             ),
         )
         self.handoff = self.dispatcher.submit

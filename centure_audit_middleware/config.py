@@ -6,6 +6,7 @@
 | `WORKOS_BASE_URL` | the WorkOS API address (the SDK's own; the emulator in tests and the demo) |
 | `CENTURE_AUDIT_STORE` | the local store: a path, `sqlite:///path`, `postgresql://...` or `off` (default: audit.db) |
 | `CENTURE_AUDIT_OUTBOX` | the outbox file (default `./audit-outbox.db`) |
+| `CENTURE_AUDIT_DELIVERY` | `in-process` (default) or `relay`: the app only commits, `centure-audit relay` delivers |
 | `CENTURE_AUDIT_TRUSTED_PROXIES` | comma-separated CIDRs of trusted proxies |
 | `CENTURE_AUDIT_TRUSTED_HOPS` | or: the number of trusted proxy hops |
 | `CENTURE_AUDIT_FORWARDED_HEADER` | `x-forwarded-for` (default) or `forwarded` (RFC 7239) |
@@ -71,6 +72,11 @@ def settings_from_env(env: Mapping[str, str]) -> dict[str, Any]:
         settings["redact"] = (*DEFAULT_REDACT_PATTERNS, *extra)
     if env.get("CENTURE_AUDIT_OUTBOX"):
         settings["outbox"] = env["CENTURE_AUDIT_OUTBOX"]
+    delivery = env.get("CENTURE_AUDIT_DELIVERY", "").strip().lower()
+    if delivery:
+        if delivery not in ("in-process", "relay"):
+            raise ValueError(f"CENTURE_AUDIT_DELIVERY must be in-process or relay, got {delivery!r}")
+        settings["delivery"] = delivery
     if env.get("CENTURE_AUDIT_GEOIP_DB"):
         settings["geoip"] = env["CENTURE_AUDIT_GEOIP_DB"]
     return settings

@@ -19,7 +19,7 @@ import threading
 import time
 import weakref
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,10 +28,11 @@ from ..context import PendingEvent, RequestContext
 from ..events import AuditEvent, EventError, new_event_id
 from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
 from .builder import EventBuilder
+from .lock import SenderLock
 from .outbox import Claim, Outbox, OutboxStats
 from .policy import RateLimiter, RetryPolicy
 
-__all__ = ["Dispatcher", "DispatcherConfig"]
+__all__ = ["Dispatcher", "DispatcherConfig", "sink_rate_limits"]
 
 logger = logging.getLogger("centure_audit_middleware.delivery")
 
@@ -78,6 +79,24 @@ class DispatcherConfig:
     #: sink name -> (requests, period seconds)
     rate_limits: dict[str, tuple[int, float]] = field(default_factory=dict)
     log_interval: float = 60.0
+    #: Where events are delivered: "in-process" (this process commits and, while it holds the outbox's sender lock,
+    #: sends); "relay" (this process only commits, for every sink: `centure-audit relay` sends); "sender" (what the
+    #: relay runs: no committer, only senders).
+    delivery: str = "in-process"
+    #: how often a process that doesn't hold the sender lock tries to take it (the take-over delay when it dies)
+    standby_interval: float = 0.5
+
+
+def sink_rate_limits(
+    sinks: Sequence[Sink], overrides: Mapping[str, tuple[int, float] | None] | None = None
+) -> dict[str, tuple[int, float]]:
+    """Each sink's rate limit: `overrides` by sink name (None: no limit), else the sink's `default_rate_limit`."""
+    limits = dict(overrides or {})
+    for sink in sinks:
+        default_limit = getattr(sink, "default_rate_limit", None)
+        if default_limit is not None:
+            limits.setdefault(sink.name, default_limit)
+    return {name: limit for name, limit in limits.items() if limit is not None}
 
 
 def _parse(claim: Claim) -> AuditEvent | RejectEvent:
@@ -141,6 +160,11 @@ class Dispatcher:
         self._log = _QuietLog(config.log_interval)
         self._max_queue = config.max_queue
         self._outbox: Outbox | None = None
+        if config.delivery not in ("in-process", "relay", "sender"):
+            raise ValueError(f"delivery must be 'in-process' or 'relay', not {config.delivery!r}")
+        self._commits = config.delivery != "sender"
+        self._sends = config.delivery != "relay"
+        self._sender_lock = SenderLock(config.outbox_path)
         self._init_state()
         ref = weakref.ref(self)
 
@@ -172,8 +196,9 @@ class Dispatcher:
             )
             for s in self.sinks
         }
-        self._inline_states = [self._states[s.name] for s in self.sinks if s.inline]
-        self._remote_names = [s.name for s in self.sinks if not s.inline]
+        inline = self.config.delivery == "in-process"  # in relay mode the relay delivers every sink
+        self._inline_states = [self._states[s.name] for s in self.sinks if s.inline and inline]
+        self._remote_names = [s.name for s in self.sinks if not (s.inline and inline)]
         self._sink_names = [s.name for s in self.sinks]
 
     @property
@@ -220,11 +245,18 @@ class Dispatcher:
             self._stop.clear()
             for state in self._states.values():
                 state.ensure_pool()
-            self._threads = [threading.Thread(target=self._commit_loop, name="centure-audit-commit", daemon=True)]
-            self._threads += [
-                threading.Thread(target=self._send_loop, args=(state,), name=f"centure-audit-send-{name}", daemon=True)
-                for name, state in self._states.items()
-            ]
+            self._threads = []
+            if self._commits:
+                self._threads.append(
+                    threading.Thread(target=self._commit_loop, name="centure-audit-commit", daemon=True)
+                )
+            if self._sends:
+                self._threads += [
+                    threading.Thread(
+                        target=self._send_loop, args=(state,), name=f"centure-audit-send-{name}", daemon=True
+                    )
+                    for name, state in self._states.items()
+                ]
             for thread in self._threads:
                 thread.start()
             self._running = True
@@ -246,6 +278,8 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         if not self._wait_committed(deadline):
             return False
+        if not self._sends:
+            return True  # relay mode: committed to the outbox is this process's whole part; the relay delivers
         for state in self._states.values():
             state.wake.set()
         while not self._outbox_empty():
@@ -308,6 +342,7 @@ class Dispatcher:
                 self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
             self._outbox = None  # reopened on the next event, if any
+        self._sender_lock.release()
         if close_sinks:
             self._close_sinks()
         return flushed
@@ -443,6 +478,11 @@ class Dispatcher:
     def _send_loop(self, state: _SinkState) -> None:
         name = state.sink.name
         while not self._stop.is_set():
+            if not self._sender_lock.held and not self._take_sender_lock():
+                # Another process sends for this outbox: stand by, and take over within an interval if it dies.
+                state.wake.wait(self.config.standby_interval)
+                state.wake.clear()
+                continue
             try:
                 wait = self._send_round(state)
             except Exception as exc:
@@ -451,6 +491,22 @@ class Dispatcher:
             if wait > 0:
                 state.wake.wait(wait)
                 state.wake.clear()
+
+    def _take_sender_lock(self) -> bool:
+        if not self._sender_lock.try_acquire():
+            return False
+        try:
+            # Only lock holders claim: any lease held by another owner was left by a sender that is gone.
+            released = self.outbox.release_foreign_leases()
+        except Exception as exc:
+            self._sender_lock.release()
+            self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
+            return False
+        if released:
+            logger.warning(
+                "audit: took over sending for %s; %d deliveries left by a gone sender", self.outbox.path, released
+            )
+        return True
 
     def _send_round(self, state: _SinkState) -> float:
         """One claim-send-settle round; returns how long to wait before the next."""

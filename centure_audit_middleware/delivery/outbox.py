@@ -13,6 +13,7 @@ leases simply expire.
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -76,6 +77,11 @@ class OutboxStats:
     oldest_pending_age: float | None
 
 
+def _new_owner() -> str:
+    """A lease owner: which host and process hold a lease (what `outbox status` shows), unique per outbox opened."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
 _live: weakref.WeakSet[Outbox] = weakref.WeakSet()
 _held: list[Outbox] = []
 
@@ -109,7 +115,7 @@ class Outbox:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.owner = uuid.uuid4().hex
+        self.owner = _new_owner()
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -155,7 +161,18 @@ class Outbox:
         self._local = threading.local()
         self._connections = []
         self._lock = threading.Lock()
-        self.owner = uuid.uuid4().hex
+        self.owner = _new_owner()
+
+    def release_foreign_leases(self) -> int:
+        """Hand back every lease held by another owner. Only for the holder of the outbox's sender lock: since only
+        a holder ever claims, a lease it finds held by someone else was left by a sender that is gone (killed, or
+        closed without handing back), and its rows must not wait for the lease to expire."""
+        with self._transaction() as conn:
+            return conn.execute(
+                "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
+                " WHERE lease_owner IS NOT NULL AND lease_owner != ?",
+                (self.owner,),
+            ).rowcount
 
     def release_leases(self) -> int:
         """Hand back every lease this process holds (on close), so a restart need not wait for them to expire."""

@@ -1,0 +1,72 @@
+"""`Relay`: delivers what apps committed to an outbox, from a process of its own (`centure-audit relay`).
+
+The apps run with `Auditor(delivery="relay")`: they only build events and commit them, so the senders (the WorkOS
+SDK's HTTP calls, the store's inserts) never share the apps' GIL. Any number of relays may be started on one
+outbox: the one holding the outbox's sender lock sends, the others stand by and take over within
+`standby_interval` when it dies, handing back at once the leases it left.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from ..sinks.base import Sink
+from .builder import EventBuilder
+from .dispatcher import Dispatcher, DispatcherConfig, sink_rate_limits
+from .policy import RetryPolicy
+from .redact import Redactor
+
+__all__ = ["Relay"]
+
+
+class Relay:
+    """`Relay(sinks, outbox)`: `start()`, then `close()` to stop (leases and the sender lock are handed back)."""
+
+    def __init__(
+        self,
+        sinks: Sequence[Sink],
+        outbox: str | os.PathLike[str],
+        *,
+        retry: RetryPolicy | None = None,
+        rate_limits: Mapping[str, tuple[int, float] | None] | None = None,
+        lease: float = 60.0,
+        probe_interval: float = 30.0,
+        standby_interval: float = 0.5,
+    ) -> None:
+        if not sinks:
+            raise ValueError("a relay needs at least one sink")
+        self.sinks = list(sinks)
+        self.dispatcher = Dispatcher(
+            self.sinks,
+            EventBuilder(Redactor(())),  # never used: a relay builds no event, it sends what the apps built
+            DispatcherConfig(
+                outbox_path=os.fspath(outbox),
+                retry=retry or RetryPolicy(),
+                rate_limits=sink_rate_limits(self.sinks, rate_limits),
+                lease=lease,
+                probe_interval=probe_interval,
+                standby_interval=standby_interval,
+                delivery="sender",
+            ),
+        )
+
+    @property
+    def sending(self) -> bool:
+        """Whether this relay holds the outbox's sender lock (the others stand by)."""
+        return self.dispatcher._sender_lock.held
+
+    def start(self) -> None:
+        self.dispatcher.start()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the outbox owes nothing to any sink (while this relay, or another, sends)."""
+        return self.dispatcher.flush(timeout)
+
+    def close(self, timeout: float = 5.0) -> bool:
+        """Deliver what it can within `timeout`, then stop; what is left stays in the outbox for the next sender."""
+        return self.dispatcher.close(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return self.dispatcher.stats()
