@@ -31,6 +31,7 @@ from .builder import EventBuilder
 from .lock import SenderLock
 from .outbox import Claim, Outbox, OutboxStats
 from .policy import RateLimiter, RetryPolicy
+from .spill import Spill
 
 __all__ = ["Dispatcher", "DispatcherConfig", "sink_rate_limits"]
 
@@ -85,6 +86,9 @@ class DispatcherConfig:
     delivery: str = "in-process"
     #: how often a process that doesn't hold the sender lock tries to take it (the take-over delay when it dies)
     standby_interval: float = 0.5
+    #: Past this many events waiting in the hand-off queue (a burst faster than the committer), the handing-off
+    #: thread builds the event itself and appends it to the spill file, so that memory stays bounded.
+    spill_at: int = 10_000
 
 
 def sink_rate_limits(
@@ -165,6 +169,8 @@ class Dispatcher:
         self._commits = config.delivery != "sender"
         self._sends = config.delivery != "relay"
         self._sender_lock = SenderLock(config.outbox_path)
+        self._spill = Spill(config.outbox_path)
+        self._spill_at = min(config.spill_at, config.max_queue)
         self._init_state()
         ref = weakref.ref(self)
 
@@ -190,6 +196,9 @@ class Dispatcher:
         self._spooled = 0
         self._dropped: Counter[str] = Counter()
         self._pending_writes: deque[_Write] = deque()
+        self._spilled = 0  # events this process spilled, in all
+        self._spilled_waiting = 0  # of those, not yet moved into the outbox
+        self._orphans_due = True  # look for spill files left by dead processes in the next round
         self._states = {
             s.name: _SinkState(
                 s, RateLimiter(*self.config.rate_limits[s.name]) if s.name in self.config.rate_limits else None
@@ -213,7 +222,7 @@ class Dispatcher:
     def submit(self, item: RequestContext | PendingEvent) -> None:
         """Hand an event to the pipeline. Never blocks, never raises."""
         queue = self._queue
-        if self._running and len(queue) < self._max_queue:
+        if self._running and len(queue) < self._spill_at:
             queue.append(item)  # deque.append is atomic in CPython: no lock on the request path
             return
         self._submit_slow(item)
@@ -222,6 +231,8 @@ class Dispatcher:
         try:
             if not self._running:
                 self.start()
+            if len(self._queue) >= self._spill_at and self._spill_one(item):
+                return
             if len(self._queue) >= self._max_queue:
                 self._drop("queue_full")
                 return
@@ -229,6 +240,20 @@ class Dispatcher:
         except Exception as exc:  # pragma: no cover - last line of defence for the request path
             self._drop("handoff_error")
             self._log(logging.ERROR, "handoff", "audit hand-off failed: %r", exc)
+
+    def _spill_one(self, item: RequestContext | PendingEvent) -> bool:
+        """Build `item` here and append it to the spill file (a burst: the committer is behind); False to queue it."""
+        try:
+            event = self.builder.build(item)
+        except Exception:
+            return False  # the committer dead-letters it, with the reason, from the queue
+        if not self._spill.write(event.id, time.time(), event.to_json()):
+            return False
+        with self._committed:
+            self._spilled += 1
+            self._spilled_waiting += 1
+        self._wake.set()
+        return True
 
     def _drop(self, reason: str, count: int = 1) -> None:
         with self._lock:
@@ -272,7 +297,7 @@ class Dispatcher:
         """Wait until everything submitted so far is committed and delivered to every sink (or dead-lettered).
         Returns False if the deadline passed first (events stay in the outbox; nothing is lost)."""
         if not self._running:
-            if not self._queue and self._outbox_empty():
+            if not self._queue and self._outbox_empty() and not self._spill.orphans():
                 return True
             self.start()  # a backlog left by an earlier run (restart after a crash or an outage)
         deadline = time.monotonic() + timeout
@@ -292,7 +317,7 @@ class Dispatcher:
         with self._committed:
             target = self._drained + self._in_progress + len(self._queue)
             self._wake.set()
-            while self._drained < target or self._pending_writes:
+            while self._drained < target or self._pending_writes or self._spilled_waiting:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
@@ -370,7 +395,8 @@ class Dispatcher:
         queue = self._queue
         items: list[RequestContext | PendingEvent] = []
         with self._committed:  # so that flush() never sees an item neither queued nor counted
-            while queue and len(items) < 10_000:
+            # Groups of at most 1,000: a larger group saves little (one fsync each) and holds more built events.
+            while queue and len(items) < 1_000:
                 items.append(queue.popleft())
             self._in_progress = len(items)
         events: list[AuditEvent] = []
@@ -402,12 +428,42 @@ class Dispatcher:
             if events:
                 self._deliver_inline(state, events, rows, now)
         count += self._write_pending()
+        if (self._spilled_waiting or self._orphans_due) and not queue:
+            # Only once what was handed off before the spill is committed: the oldest events go out first.
+            self._move_spill(now)
         with self._committed:
             self._drained += len(items)
             self._recorded += len(items)
             self._in_progress = 0
             self._committed.notify_all()
         return count
+
+    def _move_spill(self, now: float) -> None:
+        """Move spilled events into the outbox (and to the inline sinks); a file goes once its rows are committed."""
+        own = self._spill.take()
+        paths = ([own] if own is not None else []) + (self._spill.orphans() if self._orphans_due else [])
+        self._orphans_due = False
+        for path in paths:
+            moved = 0
+            for rows in self._spill.read(path):
+                if self._remote_names:
+                    self._pending_writes.append(_Write(rows, self._remote_names, []))
+                    self._write_pending()
+                    if self._pending_writes:  # the outbox is unavailable: the file stays, to be taken again
+                        self._orphans_due = True
+                        return
+                if self._inline_states:
+                    events = [AuditEvent.from_json(body) for _, _, body in rows]
+                    for state in self._inline_states:
+                        self._deliver_inline(state, events, rows, now)
+                    self._write_pending()
+                moved += len(rows)
+            self._spill.remove(path)
+            if self._spill.is_own(path):  # (another process's rows were counted there)
+                with self._committed:
+                    self._spilled_waiting = max(0, self._spilled_waiting - moved)
+                    self._recorded += moved
+                    self._committed.notify_all()
 
     def _deliver_inline(
         self, state: _SinkState, events: list[AuditEvent], rows: list[tuple[str, float, str]], now: float
@@ -664,8 +720,13 @@ class Dispatcher:
             self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
         return {
             # _in_progress: popped by the committer, not yet counted (else "recorded" dips while a batch commits).
-            "recorded": self._recorded + self._in_progress + len(self._queue) + sum(self._dropped.values()),
+            "recorded": self._recorded
+            + self._in_progress
+            + len(self._queue)
+            + self._spilled_waiting
+            + sum(self._dropped.values()),
             "spooled": self._spooled,
+            "spilled": self._spilled,
             "queued": len(self._queue),
             "sent": sum(s.sent for s in self._states.values()),
             "retried": sum(s.retried for s in self._states.values()),

@@ -77,6 +77,18 @@ class OutboxStats:
     oldest_pending_age: float | None
 
 
+def _due(event_id: str, now: float) -> float:
+    """When a new delivery is first due: the moment its event's UUIDv7 id was made (capped at `now`), so that claims,
+    ordered by due time, send the oldest events first whatever order their rows were committed in (a burst's spill
+    is committed after events handed off later). Any other id is due now."""
+    if len(event_id) == 36 and event_id[14] == "7":
+        try:
+            return min(now, int(event_id[:8] + event_id[9:13], 16) / 1000)
+        except ValueError:
+            pass
+    return now
+
+
 def _new_owner() -> str:
     """A lease owner: which host and process hold a lease (what `outbox status` shows), unique per outbox opened."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -202,7 +214,7 @@ class Outbox:
             conn.executemany("INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)", events)
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
-                [(sink, event_id, now) for event_id, _, _ in events for sink in sinks],
+                [(sink, event_id, _due(event_id, now)) for event_id, _, _ in events for sink in sinks],
             )
             if dead:
                 conn.executemany(
