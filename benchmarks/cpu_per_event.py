@@ -212,10 +212,16 @@ def relay_process(workdir: Path, env: Env) -> Iterator[None]:
         CENTURE_AUDIT_STORE=str(workdir / "audit.db"),
         CENTURE_AUDIT_RATE_LIMIT="off",
     )
-    proc = subprocess.Popen(
-        [str(cli), "relay"], env=child_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=workdir
-    )
+    log = workdir / "relay.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([str(cli), "relay"], env=child_env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir)
     try:
+        # Until it says it delivers: a relay stopped before its signal handlers are set would just die, undrained.
+        deadline = time.monotonic() + 60
+        while b"centure-audit relay: delivering" not in log.read_bytes():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"centure-audit relay did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.05)
         yield
     finally:
         proc.terminate()

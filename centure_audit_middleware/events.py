@@ -496,11 +496,12 @@ class AuditEvent:
 
     def to_workos(self) -> dict[str, Any]:
         """The `event` object of `POST /audit_logs/events`."""
+        return self._body(self.occurred_at.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+
+    def _body(self, occurred_at: str) -> dict[str, Any]:
         out: dict[str, Any] = {
             "action": self.action,
-            "occurred_at": self.occurred_at.astimezone(dt.UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "occurred_at": occurred_at,
             "actor": self.actor.to_dict(),
             "targets": [t.to_dict() for t in self.targets],
             "context": self.context.to_dict(),
@@ -523,8 +524,7 @@ class AuditEvent:
 
     def to_dict(self) -> dict[str, Any]:
         """A lossless JSON-ready form (outbox, JSON Lines, local store)."""
-        out = {"id": self.id, "organization_id": self.organization_id, **self.to_workos()}
-        out["occurred_at"] = self.occurred_at.isoformat()
+        out = {"id": self.id, "organization_id": self.organization_id, **self._body(self.occurred_at.isoformat())}
         if self.geo is not None:
             out["geo"] = self.geo.to_dict()
         if self.user_agent is not None:
