@@ -136,7 +136,9 @@ class Auditor:
         _live.add(self)  # for the fork hooks below
         self._enrich_ready = False
 
-        builder = EventBuilder(Redactor(redact), validators, geo_metadata=self._geo_metadata if geo_metadata else None)
+        builder = EventBuilder(
+            Redactor(redact), validators, geo_metadata=self._geo_metadata if geo_metadata else None, enricher=self
+        )
         self.dispatcher = Dispatcher(
             self.sinks,
             builder,

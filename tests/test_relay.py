@@ -14,8 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from centure_audit_middleware import Actor, AuditEvent, Auditor, EventError, Target
+from centure_audit_middleware.delivery.outbox import Outbox
+from centure_audit_middleware.delivery.relay import Relay
+from centure_audit_middleware.sinks import MemorySink
 from centure_audit_middleware.testing import WorkOSEmulator
 
+from .conftest import ALICE, ORG
 from .reliability_support import (
     Proc,
     ProcessGroup,
@@ -158,3 +163,38 @@ def test_an_app_sigkilled_and_restarted_resends_its_backlog_within_five_seconds(
     print(f"FIGURE row23 backlog resent {resent_in:.2f} s after the restart (process start included)")
     assert resent_in <= 5.0
     assert_delivered_once(workos_emulator, recorded)
+
+
+def refuse_flagged(event: AuditEvent) -> None:
+    if event.metadata.get("flag") == "refuse":
+        raise EventError("doc.update: metadata.flag: refused by the catalog")
+
+
+def test_relay_mode_commits_redacted_captures_and_the_relay_completes_them(tmp_path: Path) -> None:
+    """In relay mode the app commits what it knows, redacted (no secret ever reaches the outbox), and the relay
+    fits, enriches and validates it with the app's configuration, once, before sending."""
+    outbox = tmp_path / "outbox.db"
+    app = Auditor(sinks=[MemorySink("workos")], outbox=outbox, geoip=False, delivery="relay")
+    many = {f"k{i:02d}": i for i in range(60)}
+    secret_actor = Actor("user_1", metadata={"apiKey": "sk_live_actor"})
+    app.record("doc.update", actor=secret_actor, organization=ORG, metadata={**many, "password": "hunter2"})
+    app.record("doc.update", actor=ALICE, organization=ORG, targets=[Target("doc", "d2")], metadata={"flag": "refuse"})
+    assert app.flush(5)
+    app.close()
+    written = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+    assert b"hunter2" not in written and b"sk_live_actor" not in written
+
+    sink = MemorySink("workos")
+    relay = Relay.for_auditor(Auditor(sinks=[sink], outbox=outbox, geoip=False, validators=[refuse_flagged]), outbox)
+    relay.start()
+    try:
+        assert relay.flush(10), relay.stats()
+    finally:
+        relay.close()
+    [event] = sink.events
+    assert event.actor.metadata == {"apiKey": "[REDACTED]"}
+    assert len(event.metadata) == 50 and event.metadata["metadata_overflow_keys"] == 13
+    assert event.original_metadata is not None and event.original_metadata["event"]["password"] == "[REDACTED]"
+    [dead] = Outbox(outbox).dead_letters()
+    assert dead.reason is not None and "refused by the catalog" in dead.reason
+    assert '"d2"' in dead.body  # the whole capture is kept

@@ -47,32 +47,28 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=_run)
 
 
-def _sinks(args: argparse.Namespace) -> list[Any]:
+def _auditor(args: argparse.Namespace) -> Any:
+    """The Auditor whose sinks and configuration the relay uses (it is never installed, nor started)."""
     if args.auditor:
         module_name, _, attribute = args.auditor.partition(":")
         if not module_name or not attribute:
             raise SystemExit(f"--auditor takes MODULE:NAME, not {args.auditor!r}")
-        auditor = getattr(importlib.import_module(module_name), attribute)
-        return list(auditor.sinks)
-    from ..config import settings_from_env
+        return getattr(importlib.import_module(module_name), attribute)
+    from ..auditor import Auditor
 
     try:
-        sinks: list[Any] = settings_from_env(os.environ)["sinks"]
-    except ValueError as exc:
+        return Auditor.from_env()
+    except ValueError as exc:  # a bad variable, or no sink at all
         raise SystemExit(f"centure-audit relay: {exc}") from None
-    if not sinks:
-        raise SystemExit(
-            "centure-audit relay: no sink configured (set WORKOS_API_KEY, or leave CENTURE_AUDIT_STORE on)"
-        )
-    return sinks
 
 
 def _run(args: argparse.Namespace) -> int:
     from ..delivery.relay import Relay
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    sinks = _sinks(args)
-    relay = Relay(sinks, args.outbox)
+    auditor = _auditor(args)
+    sinks = auditor.sinks
+    relay = Relay.for_auditor(auditor, args.outbox)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
+
+import orjson
 
 from ..context import PendingEvent, RequestContext
 from ..events import (
@@ -32,7 +35,7 @@ from ..events import (
 from .redact import Redactor
 
 if TYPE_CHECKING:
-    from ..events import GeoInfo
+    from ..events import GeoInfo, UserAgentInfo
 
 __all__ = ["MAX_USER_AGENT_LENGTH", "EventBuilder", "Validator"]
 
@@ -45,6 +48,26 @@ _VALID_KEY: Final = re.compile(r"^[A-Za-z0-9_-]{0,40}$")
 MAX_USER_AGENT_LENGTH: Final = 1024
 
 Validator = Callable[[AuditEvent], None]
+_Draft = tuple[
+    "RequestContext | None",
+    str,
+    "Actor | None",
+    "str | None",
+    "list[Target]",
+    "dict[str, Any]",
+    Any,
+    "int | None",
+    "Sequence[str]",
+]
+_E = TypeVar("_E", Actor, Target)
+#: The key that marks a captured (not yet completed) event's JSON; no event's JSON has it.
+_CAPTURED: Final = "captured"
+
+
+class Enricher(Protocol):
+    def locate(self, ip: str | None) -> GeoInfo | None: ...
+
+    def parse_user_agent(self, user_agent: str | None) -> UserAgentInfo | None: ...
 
 
 class EventBuilder:
@@ -53,8 +76,11 @@ class EventBuilder:
         redactor: Redactor,
         validators: Sequence[Validator] = (),
         geo_metadata: Callable[[GeoInfo | None], Mapping[str, Any]] | None = None,
+        enricher: Enricher | None = None,
     ) -> None:
         self.redactor = redactor
+        #: where `complete()` gets geolocation and parsed user agents (the Auditor); requests carry their own
+        self.enricher = enricher
         self.validators = list(validators)
         #: metadata keys seen valid and not secret (bounded: hostile keys must not grow it for ever)
         self._known_keys: set[str] = set()
@@ -62,10 +88,89 @@ class EventBuilder:
 
     def build(self, item: RequestContext | PendingEvent) -> AuditEvent:
         """The event, or `EventError` (with the field and why) when it can't be delivered anywhere."""
-        if isinstance(item, RequestContext):
-            event, declared = self._from_request(item)
-        else:
-            event, declared = self._from_pending(item), ()
+        draft = self._draft(item)
+        return self._finish(self._assemble(*draft[:-1]), draft[-1])
+
+    def capture(self, item: RequestContext | PendingEvent) -> tuple[str, str]:
+        """(event id, JSON) of what the app knows of an event, redacted but neither fitted nor enriched: what a
+        process in relay mode commits, so that the rest of the work (`complete`) is the relay's, not the app's.
+        The id is fixed here, once, as for any event; `EventError` when there is no actor or organization."""
+        ctx, action, actor, organization_id, targets, metadata, occurred_at, version, declared = self._draft(item)
+        _require_identity(action, actor, organization_id)
+        assert actor is not None  # for mypy: checked just above
+        timestamp = occurred_at.timestamp() if isinstance(occurred_at, dt.datetime) else occurred_at or time.time()
+        event_id = new_event_id(timestamp)
+        data: dict[str, Any] = {
+            _CAPTURED: 1,
+            "id": event_id,
+            "organization_id": organization_id,
+            "action": action,
+            "occurred_at": timestamp,
+            "actor": self._captured_entity(actor),
+            "targets": [self._captured_entity(t) for t in targets],
+            "metadata": metadata if self._fits(metadata) else self.redactor(metadata),
+            "version": version,
+            "declared": list(declared),
+        }
+        if ctx is not None:
+            agent = ctx.user_agent
+            data["request"] = (
+                ctx.client_ip,
+                truncate(agent, MAX_USER_AGENT_LENGTH) if agent else None,
+                ctx.method,
+                ctx.path,
+                ctx.route_template(),
+                ctx.status or None,
+                ctx.peer,
+                ctx.request_id,
+            )
+        return event_id, _captured_json(data)
+
+    def complete(self, data: Mapping[str, Any]) -> AuditEvent:
+        """The event a relay makes of what an app captured (`capture`): fitted, enriched and validated once, before
+        any send, so that every attempt sends the same body."""
+        geo = user_agent_info = request = None
+        location, user_agent = "unknown", None
+        metadata = dict(data.get("metadata") or {})
+        captured_request = data.get("request")
+        if captured_request:
+            ip, user_agent, method, path, route, status, peer, request_id = captured_request
+            location = ip or "unknown"
+            request = RequestInfo(method, path, route, status, peer, request_id)
+            if self.enricher is not None:
+                geo = self.enricher.locate(ip)
+                user_agent_info = self.enricher.parse_user_agent(user_agent)
+            self._add_geo_metadata(geo, metadata)
+        timestamp = float(data["occurred_at"])
+        event = AuditEvent(
+            data["id"],
+            data["organization_id"],
+            data["action"],
+            dt.datetime.fromtimestamp(timestamp, dt.UTC),
+            _entity(Actor, data["actor"]),
+            tuple(_entity(Target, t) for t in data.get("targets") or ()),
+            EventContext(location, user_agent),
+            metadata,
+            data.get("version"),
+            geo,
+            user_agent_info,
+            request,
+        )
+        return self._finish(event, data.get("declared") or ())
+
+    @staticmethod
+    def is_captured(data: Mapping[str, Any]) -> bool:
+        return bool(data.get(_CAPTURED))
+
+    def _captured_entity(self, entity: Actor | Target) -> dict[str, Any]:
+        if not isinstance(entity, Actor | Target):
+            raise EventError(f"expected an Actor or a Target, got {type(entity).__name__}")
+        metadata = entity.metadata
+        if metadata and not (type(metadata) is dict and self._fits(metadata)):
+            metadata = self.redactor(metadata)
+        return {"id": entity.id, "type": entity.type, "name": entity.name, "metadata": metadata or None}
+
+    def _finish(self, event: AuditEvent, declared: Sequence[str]) -> AuditEvent:
         originals: dict[str, Any] = {}
 
         def clean(metadata: Mapping[str, Any] | None, where: str) -> Mapping[str, Any]:
@@ -106,42 +211,43 @@ class EventBuilder:
                 return False
         return True
 
-    def _from_request(self, ctx: RequestContext) -> tuple[AuditEvent, Sequence[str]]:
-        spec = ctx.spec
-        if spec is None:  # pragma: no cover - complete() hands off only contexts with a spec
-            raise EventError("request has no audit spec")
-        targets = spec.resolve_targets(ctx)
-        if ctx.targets:
-            targets.extend(ctx.targets)
-        metadata: dict[str, Any] = {}
-        declared = spec.resolve_metadata(ctx)
-        if declared:
-            metadata.update(declared)
-        if ctx.metadata:
-            metadata.update(ctx.metadata)
-        if ctx.status >= 400:
-            metadata.setdefault("http_status", ctx.status)
-        event = self._assemble(
-            ctx, spec.action, ctx.actor, ctx.organization_id, targets, metadata, ctx.started_at, spec.version
-        )
-        # The keys the route declares (and the status) come first when the metadata must be cut to WorkOS's 50.
-        return event, [*(declared or ()), "http_status"]
-
-    def _from_pending(self, pending: PendingEvent) -> AuditEvent:
-        ctx = pending.request
-        actor = pending.actor if pending.actor is not None else (ctx.actor if ctx else None)
-        organization = pending.organization_id or (ctx.organization_id if ctx else None)
-        metadata = dict(pending.metadata) if pending.metadata else {}
-        return self._assemble(
-            ctx,
-            pending.action,
-            actor,
-            organization,
-            pending.targets or [],
-            metadata,
-            pending.occurred_at,
-            pending.version,
-        )
+    def _draft(self, item: RequestContext | PendingEvent) -> _Draft:
+        """What is known of the event: (request, action, actor, organization, targets, metadata, occurred_at,
+        version, declared metadata keys), nothing computed yet."""
+        if isinstance(item, RequestContext):
+            ctx, spec = item, item.spec
+            if spec is None:  # pragma: no cover - complete() hands off only contexts with a spec
+                raise EventError("request has no audit spec")
+            targets = spec.resolve_targets(ctx)
+            if ctx.targets:
+                targets.extend(ctx.targets)
+            metadata: dict[str, Any] = {}
+            declared = spec.resolve_metadata(ctx)
+            if declared:
+                metadata.update(declared)
+            if ctx.metadata:
+                metadata.update(ctx.metadata)
+            if ctx.status >= 400:
+                metadata.setdefault("http_status", ctx.status)
+            # The keys the route declares (and the status) come first when the metadata must be cut to WorkOS's 50.
+            first = [*(declared or ()), "http_status"]
+            return (
+                ctx,
+                spec.action,
+                ctx.actor,
+                ctx.organization_id,
+                targets,
+                metadata,
+                ctx.started_at,
+                spec.version,
+                first,
+            )
+        request = item.request
+        actor = item.actor if item.actor is not None else (request.actor if request else None)
+        organization = item.organization_id or (request.organization_id if request else None)
+        metadata = dict(item.metadata) if item.metadata else {}
+        targets = list(item.targets or [])
+        return request, item.action, actor, organization, targets, metadata, item.occurred_at, item.version, ()
 
     def _assemble(
         self,
@@ -154,10 +260,8 @@ class EventBuilder:
         occurred_at: float | dt.datetime | None,
         version: int | None,
     ) -> AuditEvent:
-        if actor is None:
-            raise EventError(f"{action}: no actor (call audit.actor() in the auth layer or configure actor=)")
-        if not organization_id:
-            raise EventError(f"{action}: no organization (call audit.organization() or configure organization=)")
+        _require_identity(action, actor, organization_id)
+        assert actor is not None and organization_id is not None  # for mypy: checked just above
         if isinstance(occurred_at, dt.datetime):
             when, timestamp = occurred_at, occurred_at.timestamp()
         else:
@@ -175,11 +279,7 @@ class EventBuilder:
             request = RequestInfo(
                 ctx.method, ctx.path, ctx.route_template(), ctx.status or None, ctx.peer, ctx.request_id
             )
-            if self.geo_metadata is not None and geo is not None:
-                extra = {k: v for k, v in self.geo_metadata(geo).items() if k not in metadata}
-                # Geo keys are a bonus: never the reason an event exceeds WorkOS's 50-key limit.
-                if len(metadata) + len(extra) <= MAX_METADATA_KEYS:
-                    metadata.update(extra)
+            self._add_geo_metadata(geo, metadata)
         return AuditEvent(
             new_event_id(timestamp),
             organization_id,
@@ -194,6 +294,13 @@ class EventBuilder:
             user_agent_info,
             request,
         )
+
+    def _add_geo_metadata(self, geo: GeoInfo | None, metadata: dict[str, Any]) -> None:
+        if self.geo_metadata is not None and geo is not None:
+            extra = {k: v for k, v in self.geo_metadata(geo).items() if k not in metadata}
+            # Geo keys are a bonus: never the reason an event exceeds WorkOS's 50-key limit.
+            if len(metadata) + len(extra) <= MAX_METADATA_KEYS:
+                metadata.update(extra)
 
     def describe(self, item: RequestContext | PendingEvent, event_id: str, error: str) -> dict[str, Any]:
         """Everything known of an event that could not be built, for its dead letter: the same fields as
@@ -259,6 +366,33 @@ class EventBuilder:
 
 def _short(value: object, limit: int) -> str:
     return truncate(value if isinstance(value, str) else repr(value), limit)
+
+
+def _require_identity(action: str, actor: Actor | None, organization_id: str | None) -> None:
+    if actor is None:
+        raise EventError(f"{action}: no actor (call audit.actor() in the auth layer or configure actor=)")
+    if not organization_id:
+        raise EventError(f"{action}: no organization (call audit.organization() or configure organization=)")
+
+
+def _entity(kind: type[_E], data: Mapping[str, Any]) -> _E:
+    return kind(id=data["id"], type=data["type"], name=data.get("name"), metadata=data.get("metadata") or {})
+
+
+def _captured_default(value: object) -> Any:
+    # As coercion would have it (events.fit_metadata): what orjson can't encode becomes text.
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    return str(value)
+
+
+def _captured_json(data: dict[str, Any]) -> str:
+    try:
+        return orjson.dumps(data, default=_captured_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # a lone surrogate (or an int past 64 bits): escaped ASCII JSON, which any database takes
+        return json.dumps(data, default=_captured_default, ensure_ascii=True)
 
 
 def _action(item: RequestContext | PendingEvent) -> str | None:

@@ -103,6 +103,10 @@ def sink_rate_limits(
     return {name: limit for name, limit in limits.items() if limit is not None}
 
 
+def _is_captured(body: str) -> bool:
+    return body.startswith(('{"captured":1', '{"captured": 1'))
+
+
 def _parse(claim: Claim) -> AuditEvent | RejectEvent:
     """The claimed row's event, or why it is not one: a replayed dead letter of an event that could never be built
     (no organization, say: its body says why, under "error") is dead-lettered again with that reason, never sent
@@ -131,6 +135,8 @@ class _Write:
     rows: list[tuple[str, float, str]]
     sinks: list[str]
     dead: list[tuple[str, float, str, str]]
+    #: the rows' bodies are captured events (relay mode), for the relay to complete
+    captured: bool = False
 
 
 class _SinkState:
@@ -168,6 +174,8 @@ class Dispatcher:
             raise ValueError(f"delivery must be 'in-process' or 'relay', not {config.delivery!r}")
         self._commits = config.delivery != "sender"
         self._sends = config.delivery != "relay"
+        self._captures = config.delivery == "relay"
+        self._completing = threading.Lock()  # one sender thread at a time completes captured events
         self._sender_lock = SenderLock(config.outbox_path)
         self._spill = Spill(config.outbox_path)
         self._spill_at = min(config.spill_at, config.max_queue)
@@ -244,10 +252,14 @@ class Dispatcher:
     def _spill_one(self, item: RequestContext | PendingEvent) -> bool:
         """Build `item` here and append it to the spill file (a burst: the committer is behind); False to queue it."""
         try:
-            event = self.builder.build(item)
+            if self._captures:
+                event_id, body = self.builder.capture(item)
+            else:
+                event = self.builder.build(item)
+                event_id, body = event.id, event.to_json()
         except Exception:
             return False  # the committer dead-letters it, with the reason, from the queue
-        if not self._spill.write(event.id, time.time(), event.to_json()):
+        if not self._spill.write(event_id, time.time(), body):
             return False
         with self._committed:
             self._spilled += 1
@@ -405,6 +417,11 @@ class Dispatcher:
         now = time.time()
         for item in items:
             try:
+                if self._captures:
+                    # Relay mode: commit what is known, redacted; the relay fits, enriches and validates it.
+                    event_id, body = self.builder.capture(item)
+                    rows.append((event_id, now, body))
+                    continue
                 event = self.builder.build(item)
             except EventError as exc:
                 dead.append(self._dead_row(item, str(exc)))
@@ -417,7 +434,10 @@ class Dispatcher:
             events.append(event)
             # recorded_at is when we took responsibility (the idempotency window's start), not when it occurred.
             rows.append((event.id, now, event.to_json()))
-        if rows and self._remote_names:
+        if rows and self._captures:
+            # Relay mode: the event rows alone; the relay adds each one's deliveries when it completes it.
+            self._pending_writes.append(_Write(rows, [], [], captured=True))
+        elif rows and self._remote_names:
             # First durable for the senders' sinks, then to the inline ones: a crash in between costs an inline
             # sink (the local store) at most this group, never a remote one (WorkOS) an event the store has.
             self._pending_writes.append(_Write(rows, self._remote_names, []))
@@ -446,13 +466,22 @@ class Dispatcher:
         for path in paths:
             moved = 0
             for rows in self._spill.read(path):
-                if self._remote_names:
+                captured = [row for row in rows if _is_captured(row[2])]
+                if captured:  # spilled in relay mode: for the relay, like any captured event
+                    rows = [row for row in rows if not _is_captured(row[2])]
+                    self._pending_writes.append(_Write(captured, [], [], captured=True))
+                if self._remote_names and rows:
                     self._pending_writes.append(_Write(rows, self._remote_names, []))
                     self._write_pending()
                     if self._pending_writes:  # the outbox is unavailable: the file stays, to be taken again
                         self._orphans_due = True
                         return
-                if self._inline_states:
+                if self._pending_writes:  # (the captured rows' write) the outbox is unavailable: try again later
+                    self._write_pending()
+                    if self._pending_writes:
+                        self._orphans_due = True
+                        return
+                if self._inline_states and rows:
                     events = [AuditEvent.from_json(body) for _, _, body in rows]
                     for state in self._inline_states:
                         self._deliver_inline(state, events, rows, now)
@@ -495,7 +524,7 @@ class Dispatcher:
             write = self._pending_writes[0]
             try:
                 if write.rows or write.dead:
-                    self.outbox.add(write.rows, write.sinks, write.dead)
+                    self.outbox.add(write.rows, write.sinks, write.dead, captured=write.captured)
             except Exception as exc:
                 # Disk full, read-only file, locked database: keep them in memory (bounded) and try again.
                 self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
@@ -564,8 +593,32 @@ class Dispatcher:
             )
         return True
 
+    def _complete_captured(self) -> None:
+        """Complete the events apps in relay mode committed as captured, once each, before they can be claimed."""
+        if not self._completing.acquire(blocking=False):
+            return  # another sender thread of this process is at it
+        try:
+            while captured := self.outbox.captured():
+                done: list[tuple[str, str]] = []
+                dead: list[tuple[str, str, str]] = []
+                for event_id, body in captured:
+                    data: dict[str, Any] = {}
+                    try:
+                        data = json.loads(body)
+                        done.append((event_id, self.builder.complete(data).to_json()))
+                    except Exception as exc:  # no organization, a validator's refusal: dead for every sink
+                        reason = str(exc) if isinstance(exc, EventError) else f"event could not be built: {exc!r}"
+                        # The whole capture and why, as any dead letter of an event that could not be built.
+                        letter = {**data, "captured": 0, "error": reason} if data else {"error": reason, "raw": body}
+                        dead.append((event_id, json.dumps(letter, ensure_ascii=False), reason[:500]))
+                        self._log(logging.WARNING, "invalid", "audit event rejected: %s", reason)
+                self.outbox.complete(done, dead, self._sink_names)
+        finally:
+            self._completing.release()
+
     def _send_round(self, state: _SinkState) -> float:
         """One claim-send-settle round; returns how long to wait before the next."""
+        self._complete_captured()
         now = time.time()
         if state.not_before > now:
             return state.not_before - now

@@ -77,6 +77,19 @@ class OutboxStats:
     oldest_pending_age: float | None
 
 
+def _add_captured_column(conn: sqlite3.Connection) -> None:
+    """`events.captured`: 1 for an event an app in relay mode committed as captured (redacted, not yet fitted or
+    enriched); the relay completes it once, in place, before any claim. Added to outboxes made before it existed."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(events)")}
+    if "captured" not in columns:
+        try:
+            conn.execute("ALTER TABLE events ADD COLUMN captured INTEGER NOT NULL DEFAULT 0")
+        except sqlite3.OperationalError as exc:  # another process added it a moment ago
+            if "duplicate column" not in str(exc):
+                raise
+    conn.execute("CREATE INDEX IF NOT EXISTS events_captured ON events (id) WHERE captured = 1")
+
+
 def _due(event_id: str, now: float) -> float:
     """When a new delivery is first due: the moment its event's UUIDv7 id was made (capped at `now`), so that claims,
     ordered by due time, send the oldest events first whatever order their rows were committed in (a burst's spill
@@ -138,7 +151,9 @@ class Outbox:
         self._writing = threading.RLock()
         # executescript manages its own transaction; CREATE ... IF NOT EXISTS makes it safe for concurrent openers.
         with self._writing:
-            self._conn().executescript(_SCHEMA)
+            conn = self._conn()
+            conn.executescript(_SCHEMA)
+            _add_captured_column(conn)
         _live.add(self)  # only once usable: a failed open (disk full, retried every commit) leaves nothing behind
 
     # -- connections -------------------------------------------------------------------------------------------
@@ -206,12 +221,19 @@ class Outbox:
         events: Sequence[tuple[str, float, str]],
         sinks: Sequence[str],
         dead: Sequence[tuple[str, float, str, str]] = (),
+        *,
+        captured: bool = False,
     ) -> None:
         """Commit (id, recorded_at, body) rows pending for every sink, and already-dead rows with their reason,
-        in one transaction (the group commit)."""
+        in one transaction (the group commit). `captured`: the bodies are captured events, for a relay to complete."""
         now = time.time()
+        insert = (
+            "INSERT OR IGNORE INTO events (id, recorded_at, body, captured) VALUES (?, ?, ?, 1)"
+            if captured
+            else "INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)"
+        )
         with self._transaction() as conn:
-            conn.executemany("INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)", events)
+            conn.executemany(insert, events)
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
                 [(sink, event_id, _due(event_id, now)) for event_id, _, _ in events for sink in sinks],
@@ -227,6 +249,29 @@ class Outbox:
                     [(sink, i, now, reason, now) for i, _, _, reason in dead for sink in sinks],
                 )
 
+    def captured(self, limit: int = 500) -> list[tuple[str, str]]:
+        """(id, body) of events committed as captured, to complete before they can be claimed."""
+        return self._conn().execute("SELECT id, body FROM events WHERE captured = 1 LIMIT ?", (limit,)).fetchall()
+
+    def complete(
+        self, done: Sequence[tuple[str, str]], dead: Sequence[tuple[str, str, str]], sinks: Sequence[str]
+    ) -> None:
+        """Replace captured bodies by the completed events' (id, body), now pending for every one of `sinks`;
+        (id, body, reason) could not be completed: dead-lettered for every sink, the whole capture kept."""
+        now = time.time()
+        with self._transaction() as conn:
+            conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b in done])
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
+                [(sink, i, _due(i, now)) for i, _ in done for sink in sinks],
+            )
+            conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b, _ in dead])
+            conn.executemany(
+                "INSERT OR REPLACE INTO deliveries (sink, event_id, state, next_attempt_at, last_error, dead_at)"
+                " VALUES (?, ?, 'dead', ?, ?, ?)",
+                [(sink, i, now, reason, now) for i, _, reason in dead for sink in sinks],
+            )
+
     def claim(self, sink: str, limit: int, lease: float, now: float | None = None) -> list[Claim]:
         """Lease up to `limit` due deliveries for `sink`, oldest first."""
         now = time.time() if now is None else now
@@ -235,6 +280,7 @@ class Outbox:
                 "SELECT d.event_id, e.body, d.attempts, e.recorded_at"
                 " FROM deliveries d JOIN events e ON e.id = d.event_id"
                 " WHERE d.sink = ? AND d.state = 'pending' AND d.next_attempt_at <= ? AND d.lease_until <= ?"
+                " AND e.captured = 0"
                 " ORDER BY d.next_attempt_at, d.event_id LIMIT ?",
                 (sink, now, now, limit),
             ).fetchall()
@@ -287,14 +333,14 @@ class Outbox:
     def has_pending(self, sink: str) -> bool:
         """Whether `sink` still owes any delivery. One probe of the `deliveries_due` index, whatever the backlog:
         `flush()` polls this every few milliseconds, and `stats()` (a full aggregate) costs ~15 ms per 10,000 rows."""
-        row = (
-            self._conn()
-            .execute("SELECT 1 FROM deliveries WHERE sink = ? AND state = 'pending' LIMIT 1", (sink,))
-            .fetchone()
-        )
-        return row is not None
+        conn = self._conn()
+        row = conn.execute("SELECT 1 FROM deliveries WHERE sink = ? AND state = 'pending' LIMIT 1", (sink,)).fetchone()
+        # A captured event (relay mode) is owed to every sink, before its deliveries exist.
+        return row is not None or conn.execute("SELECT 1 FROM events WHERE captured = 1 LIMIT 1").fetchone() is not None
 
     def next_due(self, sink: str) -> float | None:
+        if self._conn().execute("SELECT 1 FROM events WHERE captured = 1 LIMIT 1").fetchone() is not None:
+            return time.time()  # captured events to complete: at once
         row = (
             self._conn()
             .execute(
@@ -317,7 +363,14 @@ class Outbox:
             )
             .fetchone()
         )
-        return OutboxStats(int(pending), int(dead), None if oldest is None else max(0.0, time.time() - oldest))
+        # Captured events (relay mode) are owed to every sink before their deliveries exist.
+        captured, oldest_captured = (
+            self._conn().execute("SELECT count(*), min(recorded_at) FROM events WHERE captured = 1").fetchone()
+        )
+        if oldest_captured is not None and (oldest is None or oldest_captured < oldest):
+            oldest = oldest_captured
+        pending = int(pending) + int(captured)
+        return OutboxStats(pending, int(dead), None if oldest is None else max(0.0, time.time() - oldest))
 
     def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
         where, args = ("AND d.sink = ?", (sink, limit)) if sink else ("", (limit,))

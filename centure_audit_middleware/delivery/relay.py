@@ -34,13 +34,16 @@ class Relay:
         lease: float = 60.0,
         probe_interval: float = 30.0,
         standby_interval: float = 0.5,
+        builder: EventBuilder | None = None,
     ) -> None:
         if not sinks:
             raise ValueError("a relay needs at least one sink")
         self.sinks = list(sinks)
         self.dispatcher = Dispatcher(
             self.sinks,
-            EventBuilder(Redactor(())),  # never used: a relay builds no event, it sends what the apps built
+            # Completes what apps in relay mode captured (fit, enrich, validate): the apps' own configuration,
+            # e.g. `Auditor.from_env().dispatcher.builder`; without one, fitting only, no enrichment.
+            builder or EventBuilder(Redactor(())),
             DispatcherConfig(
                 outbox_path=os.fspath(outbox),
                 retry=retry or RetryPolicy(),
@@ -50,6 +53,22 @@ class Relay:
                 standby_interval=standby_interval,
                 delivery="sender",
             ),
+        )
+
+    @classmethod
+    def for_auditor(cls, auditor: Any, outbox: str | os.PathLike[str], **kwargs: Any) -> Relay:
+        """A relay that delivers to `auditor`'s sinks and completes events with its configuration (redaction,
+        validators, geolocation, user agents), as the apps that share that configuration would."""
+        config = auditor.dispatcher.config
+        return cls(
+            auditor.sinks,
+            outbox,
+            retry=config.retry,
+            rate_limits={**{s.name: None for s in auditor.sinks}, **config.rate_limits},
+            lease=config.lease,
+            probe_interval=config.probe_interval,
+            builder=auditor.dispatcher.builder,
+            **kwargs,
         )
 
     @property
