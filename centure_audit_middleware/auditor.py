@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import weakref
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -83,6 +84,9 @@ class Auditor:
     Explicit construction: ``Auditor(sinks=[WorkOSSink(...), StoreSink()], actor=..., organization=...,
     trusted_proxies=["10.0.0.0/8"])``; from the environment: ``Auditor.from_env()``.
 
+    ``anonymous_actor=``: the actor of requests that name none (e.g. ``Actor("anonymous", type="anonymous")``, or a
+    callable of the request); without it they are not recorded, and counted as ``stats()["skipped"]["no_actor"]``.
+
     ``delivery="relay"``: this process only commits events to the outbox (for every sink); ``centure-audit relay``,
     another process, delivers them. With the default, ``"in-process"``, the app's own threads deliver, one process
     at a time per outbox (the outbox's sender lock).
@@ -113,6 +117,7 @@ class Auditor:
         lease: float = 60.0,
         flush_timeout: float = 5.0,
         delivery: Literal["in-process", "relay"] = "in-process",
+        anonymous_actor: Actor | ActorResolver | None = None,
     ) -> None:
         if sinks is None:
             from .sinks.store import StoreSink
@@ -123,6 +128,11 @@ class Auditor:
             raise ValueError("an Auditor needs at least one sink (WORKOS_API_KEY unset and CENTURE_AUDIT_STORE=off?)")
         self.actor_resolver = actor
         self.organization_resolver = organization
+        #: who acts when a request names no one (an Actor, or a callable of the request); None: not recorded
+        self.anonymous_actor = anonymous_actor
+        self._skipped: Counter[str] = Counter()
+        self._warned_routes: set[str] = set()
+        self._skip_lock = threading.Lock()
         self._has_resolvers = actor is not None or organization is not None
         self.client_ip_resolver = ClientIPResolver(trusted_proxies, trusted_hops=trusted_hops, header=forwarded_header)
         self.routes = routes if isinstance(routes, RouteMap) else RouteMap(routes)
@@ -224,14 +234,52 @@ class Auditor:
                 ctx.spec = spec
                 if self._has_resolvers:
                     self._resolve_identity(ctx)
-                self.handoff(ctx)
+                if ctx.actor is not None or self._anonymous(ctx):
+                    self.handoff(ctx)
+                else:
+                    self._skip_no_actor(ctx, spec.action)
             if pending:
                 if self._has_resolvers:
                     self._resolve_identity(ctx)
                 for item in pending:
-                    self.handoff(item)
+                    if item.actor is not None or ctx.actor is not None or self._anonymous(ctx):
+                        self.handoff(item)
+                    else:
+                        self._skip_no_actor(ctx, item.action)
         except Exception as exc:  # the request path must never fail because of auditing
             logger.error("audit: could not complete %r: %r", ctx, exc)
+
+    def _anonymous(self, ctx: RequestContext) -> bool:
+        """Give an actor-less request the configured anonymous actor; False when there is none."""
+        anonymous = self.anonymous_actor
+        if anonymous is None:
+            return False
+        try:
+            actor = anonymous if isinstance(anonymous, Actor) else anonymous(ctx)
+        except Exception as exc:
+            logger.warning("audit: anonymous_actor failed: %r", exc)
+            return False
+        if actor is None:
+            return False
+        ctx.actor = actor
+        return True
+
+    def _skip_no_actor(self, ctx: RequestContext, action: str) -> None:
+        # An anonymous GET or a login redirect is no one's action: not recorded, and not a dead letter (those are for
+        # events that can't be delivered). Counted, and said once per route, in case an auth layer forgot audit.actor().
+        route = f"{ctx.method} {ctx.route_template() or ctx.path}"
+        with self._skip_lock:
+            self._skipped["no_actor"] += 1
+            first = route not in self._warned_routes and len(self._warned_routes) < 1024
+            if first:
+                self._warned_routes.add(route)
+        if first:
+            logger.warning(
+                "audit: %s on %s not recorded: no actor (call audit.actor() in the auth layer, or configure "
+                "Auditor(actor=...) or Auditor(anonymous_actor=...)); counted in stats()['skipped']['no_actor']",
+                action,
+                route,
+            )
 
     def _resolve_identity(self, ctx: RequestContext) -> None:
         # Resolvers run here, on the request path, because they usually read request-scoped state (the session,
@@ -322,5 +370,8 @@ class Auditor:
         self.close()
 
     def stats(self) -> dict[str, Any]:
-        """Counters: recorded, spooled, sent, retried, dead_lettered, dropped{reason}, outbox depth, oldest age."""
-        return self.dispatcher.stats()
+        """Counters: recorded, spooled, spilled, sent, retried, dead_lettered, dropped{reason}, skipped{reason},
+        outbox depth, oldest age."""
+        with self._skip_lock:
+            skipped = dict(self._skipped)
+        return {**self.dispatcher.stats(), "skipped": skipped}
