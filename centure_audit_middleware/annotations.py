@@ -4,14 +4,21 @@
 per call and FastAPI's dependency injection sees the untouched signature. The middleware finds the spec through
 the routed endpoint (`scope["endpoint"]`, Flask's view function) when the response completes. Only a spec that
 reads the handler's return value (`Target.from_result`) wraps the function, and then with `functools.wraps`.
+
+Which requests of an endpoint are recorded: a view that serves safe and state-changing methods (the Flask form
+pattern, `methods=("GET", "POST")`) renders its form on GET and acts on POST, so by default only the state-changing
+requests are recorded; a view that serves only safe methods (an export download) records those. The methods a view
+serves are known only per route (one function can sit on several), so the rule is applied when the request
+completes, from the matched route's methods: `AuditSpec.records_request()`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
 
@@ -20,9 +27,30 @@ from .events import Target
 if TYPE_CHECKING:
     from .context import RequestContext
 
-__all__ = ["SPEC_ATTRIBUTE", "AuditSpec", "PathTarget", "ResultTarget", "RouteMap", "TargetSource", "audited"]
+__all__ = [
+    "HTTP_METHODS",
+    "ROUTE_METHODS_KEY",
+    "SAFE_METHODS",
+    "SPEC_ATTRIBUTE",
+    "AuditSpec",
+    "PathTarget",
+    "ResultTarget",
+    "RouteMap",
+    "TargetSource",
+    "audited",
+]
 
 SPEC_ATTRIBUTE: Final = "__centure_audit__"
+
+#: The methods RFC 9110 defines (PATCH: RFC 5789). A name outside this set in `methods=` or a RouteMap key is a typo
+#: that would silently never match, so it is refused when the spec is declared.
+HTTP_METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"})
+#: RFC 9110 §9.2.1: methods that don't change state. Everything else counts as state-changing.
+SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+
+#: The WSGI environ key under which a framework adapter notes the methods the matched route serves (the Flask adapter
+#: stores `url_rule.methods`). ASGI routers put the route itself in the scope (`scope["route"].methods`).
+ROUTE_METHODS_KEY: Final = "centure_audit.route_methods"
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,6 +128,8 @@ class AuditSpec:
     record_failures: bool | None = None
     version: int | None = None
     uses_result: bool = field(default=False, compare=False)
+    #: the request methods recorded; None: the default rule (see `records`)
+    methods: frozenset[str] | None = None
 
     @classmethod
     def build(
@@ -109,6 +139,7 @@ class AuditSpec:
         metadata: MetadataSource = None,
         record_failures: bool | None = None,
         version: int | None = None,
+        methods: Iterable[str] | None = None,
     ) -> AuditSpec:
         if not isinstance(action, str) or not action.strip():
             raise ValueError(f"an audit action must be a non-empty string, got {action!r}")
@@ -119,7 +150,40 @@ class AuditSpec:
         if metadata is not None and not isinstance(metadata, Mapping) and not callable(metadata):
             raise TypeError(f"metadata must be a mapping or a callable, got {type(metadata).__name__}")
         uses_result = any(isinstance(s, ResultTarget) for s in sources)
-        return cls(action, sources, metadata, record_failures, version, uses_result)
+        return cls(
+            action,
+            sources,
+            metadata,
+            record_failures,
+            version,
+            uses_result,
+            None if methods is None else _methods(methods),
+        )
+
+    def records(self, method: str, route_methods: Collection[str] | None = None) -> bool:
+        """Whether a request with this method is recorded, on a route that serves `route_methods` (None: unknown).
+
+        With `methods=` given, exactly those. Otherwise every state-changing method, and a safe one (GET, HEAD,
+        OPTIONS, TRACE) only where the route serves nothing but safe methods: on a form view (GET and POST) the GET
+        only shows the form. Where the route's methods are unknown (a raw app, a class endpoint's handler, which
+        serves its one method) the request is recorded, as a declared spec asks.
+        """
+        if self.methods is not None:
+            return method in self.methods
+        return method not in SAFE_METHODS or route_methods is None or SAFE_METHODS.issuperset(route_methods)
+
+    def records_request(self, ctx: RequestContext) -> bool:
+        """`records()` for the request being completed. Called by `Auditor.complete` on every audited request: the
+        common cases cost a dict read and one set lookup; the route's methods are read only for a safe method under
+        the default rule."""
+        scope = ctx.scope
+        method = scope.get("method", "GET") if scope is not None else ctx.method
+        if self.methods is not None:
+            return method in self.methods
+        if method not in SAFE_METHODS:
+            return True
+        served = _route_methods(ctx)
+        return served is None or SAFE_METHODS.issuperset(served)
 
     def resolve_targets(self, ctx: RequestContext) -> list[Target]:
         """The declared targets, in declaration order; unresolvable ones (missing path param, ...) are skipped."""
@@ -143,6 +207,38 @@ class AuditSpec:
         return self.metadata(ctx)
 
 
+def _methods(methods: Iterable[str]) -> frozenset[str]:
+    if isinstance(methods, str | bytes):  # "POST" would iterate as "P", "O", ...: Flask refuses it the same way
+        raise TypeError(f"methods takes a list of method names, like methods=[{methods!r}]")
+    names = frozenset(_method(m) for m in methods)
+    if not names:
+        raise ValueError("methods=[] would never record: leave the endpoint undecorated instead")
+    return names
+
+
+def _method(name: object) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"an HTTP method name is a string, not {name!r}")
+    upper = name.strip().upper()
+    if upper not in HTTP_METHODS:
+        raise ValueError(f"unknown HTTP method {name!r} (known: {', '.join(sorted(HTTP_METHODS))})")
+    return upper
+
+
+def _route_methods(ctx: RequestContext) -> Collection[str] | None:
+    """The methods the matched route serves, where the framework says: Starlette's and FastAPI's `route.methods`
+    (None for a class endpoint), the Flask adapter's note of `url_rule.methods`; None when unknown."""
+    if ctx.scope is not None:
+        route = ctx.scope.get("route")
+        # A route an outer router left in the scope (one that didn't answer) says nothing about this endpoint.
+        if route is None or getattr(route, "endpoint", None) is not ctx.scope.get("endpoint"):
+            return None
+        served = getattr(route, "methods", None)
+    else:
+        served = (ctx.environ or {}).get(ROUTE_METHODS_KEY)
+    return served if isinstance(served, Collection) and not isinstance(served, str) else None
+
+
 def audited(
     action: str,
     *,
@@ -150,13 +246,18 @@ def audited(
     metadata: MetadataSource = None,
     record_failures: bool | None = None,
     version: int | None = None,
+    methods: Iterable[str] | None = None,
 ) -> Callable[[F], F]:
     """Mark an endpoint as producing the audit event `action`.
 
     Put it directly above the function (below `@app.post(...)`), like any decorator that must see the function
     the framework registers. Works on sync and async endpoints of FastAPI, Starlette and Flask.
+
+    `methods`: the request methods to record. By default a view that serves both safe and state-changing methods
+    (a form view: GET shows the form, POST acts) records only the state-changing requests, and a view that serves
+    only safe methods records those.
     """
-    spec = AuditSpec.build(action, targets, metadata, record_failures, version)
+    spec = AuditSpec.build(action, targets, metadata, record_failures, version, methods)
 
     def decorate(func: F) -> F:
         if not callable(func):
@@ -218,6 +319,9 @@ def normalize_template(template: str) -> str:
 class RouteMap:
     """Audit specs for endpoints you can't decorate, keyed by HTTP method and route template.
 
+    The key's method is what the entry records: "GET /reports/{id}/export" records that GET even on a route that
+    also serves POST (a spec given as a value records the key's method, and must not exclude it).
+
     >>> routes = RouteMap({"POST /projects/{project_id}/api-keys": "api_key.create"})
     >>> routes.add("DELETE", "/projects/<id>", "project.delete", targets=[Target.from_path("project", "id")])
     """
@@ -253,7 +357,12 @@ class RouteMap:
         return self
 
     def _add_spec(self, method: str, template: str, spec: AuditSpec) -> None:
-        key = (method.strip().upper(), normalize_template(template.strip()))
+        name = _method(method)
+        if spec.methods is None:
+            spec = dataclasses.replace(spec, methods=frozenset({name}))
+        elif name not in spec.methods:
+            raise ValueError(f"RouteMap entry {name} {template}: its spec records only {sorted(spec.methods)}")
+        key = (name, normalize_template(template.strip()))
         if key in self._specs:
             raise ValueError(f"RouteMap already has an entry for {key[0]} {key[1]}")
         self._specs[key] = spec

@@ -1,13 +1,22 @@
 """The WSGI audit middleware.
 
-Completion is the response iterable's `close()` (PEP 3333 servers always call it), so a streamed body is recorded
-only after its last chunk. `write()`-style apps and apps that raise are handled too.
+The record completes once the app has produced the whole body, so that everything the app annotates on the way
+(in the view, and in a streamed body's generator) is in it:
+
+- a body that is already complete when the app returns (a list or tuple, or a response the framework adapter marked
+  with `BODY_COMPLETE_KEY`): at once. Waiting for `close()` would lose it wherever nobody calls `close()`, such as
+  Werkzeug's test client, which calls it only on a buffered or explicitly closed response;
+- a streamed body: when its iterator is exhausted or raises, or on `close()` (the server's, PEP 3333; the client went
+  away mid-stream), whichever comes first. Iteration and `close()` run in the request's audit context, so a
+  generator can still call `audit.*`.
+
+`write()`-style apps and apps that raise are handled too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
 
 from .context import OWNER_KEY, RequestContext, _current
 from .types import StartResponse, WSGIApp, WSGIEnviron
@@ -15,30 +24,72 @@ from .types import StartResponse, WSGIApp, WSGIEnviron
 if TYPE_CHECKING:
     from .auditor import Auditor
 
-__all__ = ["AuditWSGIMiddleware"]
+__all__ = ["BODY_COMPLETE_KEY", "AuditWSGIMiddleware"]
+
+#: Set to True in the environ by a framework adapter that knows the response it returns has its whole body already
+#: (a buffered werkzeug `Response`), though the iterable it hands over is a generator the middleware can't tell apart.
+BODY_COMPLETE_KEY: Final = "centure_audit.body_complete"
+
+_SEQUENCES: Final = (list, tuple)  # exact types: a subclass may produce its items lazily
 
 
-class _ClosingResponse:
-    """Passes iteration straight to the app's iterable; completes the audit record on `close()`."""
+class _StreamedResponse:
+    """Passes a streamed body through chunk by chunk; completes the audit record at its end, failure or `close()`."""
 
-    __slots__ = ("_complete", "_ctx", "_iterable")
+    __slots__ = ("_complete", "_ctx", "_iterable", "_next")
 
-    def __init__(self, iterable: Iterable[bytes], ctx: RequestContext, complete: Any) -> None:
+    def __init__(
+        self, iterable: Iterable[bytes], ctx: RequestContext, complete: Callable[[RequestContext], None]
+    ) -> None:
         self._iterable = iterable
         self._ctx = ctx
         self._complete = complete
 
     def __iter__(self) -> Iterator[bytes]:
-        return iter(self._iterable)
+        token = _current.set(self._ctx)  # an iterable class may run app code here, even start the response
+        try:
+            self._next = iter(self._iterable).__next__
+        except BaseException:
+            self._failed()
+            raise
+        finally:
+            _current.reset(token)
+        return self
+
+    def __next__(self) -> bytes:
+        ctx = self._ctx
+        token = _current.set(ctx)  # the generator runs after the app returned, outside the request's context
+        try:
+            return self._next()
+        except StopIteration:
+            if not ctx.finished:
+                self._complete(ctx)
+            raise
+        except BaseException:
+            self._failed()
+            raise
+        finally:
+            _current.reset(token)
+
+    def _failed(self) -> None:
+        # The status line may be out already, but the response is broken: recorded as the failure it is.
+        ctx = self._ctx
+        if not ctx.finished:
+            if ctx.status < 500:
+                ctx.status = 500
+            self._complete(ctx)
 
     def close(self) -> None:
+        ctx = self._ctx
+        token = _current.set(ctx)  # a generator's `finally` runs here when the server stops early
         try:
             close = getattr(self._iterable, "close", None)
             if close is not None:
                 close()
         finally:
-            if not self._ctx.finished:
-                self._complete(self._ctx)
+            _current.reset(token)
+            if not ctx.finished:
+                self._complete(ctx)
 
 
 class AuditWSGIMiddleware:
@@ -73,4 +124,9 @@ class AuditWSGIMiddleware:
             raise
         finally:
             _current.reset(token)
-        return _ClosingResponse(iterable, ctx, self.auditor.complete)
+        # A list or tuple is the whole body: its app has no code left to run. Without a status (start_response never
+        # called, a broken app) the record waits for the server to iterate and close, as for a stream.
+        if ctx.status and (type(iterable) in _SEQUENCES or BODY_COMPLETE_KEY in environ):
+            self.auditor.complete(ctx)
+            return iterable
+        return _StreamedResponse(iterable, ctx, self.auditor.complete)

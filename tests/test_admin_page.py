@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flask.testing import FlaskClient
 from workos import WorkOSClient
 
 from centure_audit_middleware import Actor, Auditor, Target
@@ -184,14 +183,6 @@ class CheckoutEntitlements(StaticEntitlements):
         return "https://checkout.stripe.com/c/pay/cs_test_123"
 
 
-class BufferedClient(FlaskClient):
-    """Werkzeug's test client closes the response (which completes the audit record) only when buffered."""
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
-
-
 WebFactory = Callable[..., Web]
 
 
@@ -224,7 +215,6 @@ def make_web(
             from centure_audit_middleware.admin.flask import audit_logs_blueprint
 
             app = Flask(__name__)
-            app.test_client_class = BufferedClient
             app.register_blueprint(audit_logs_blueprint(**options), url_prefix="/settings")
             auditor.install(app)
             return Web(framework, app.test_client())

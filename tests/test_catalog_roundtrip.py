@@ -5,13 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import Depends, FastAPI
 from fastapi.testclient import TestClient
 from flask import Flask
-from flask.testing import FlaskClient
 
 from centure_audit_middleware import Auditor, audit, audited
 from centure_audit_middleware import catalog as c
@@ -125,12 +123,6 @@ def test_source_as_a_decorator_argument(auditor: Auditor, emulator: WorkOSEmulat
 
 
 # -- Flask: builder.record() inside the request ----------------------------------------------------------------------
-class BufferedClient(FlaskClient):
-    """Werkzeug's test client closes the response (which completes the audit record) only when buffered."""
-
-    def open(self, *args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault("buffered", True)
-        return super().open(*args, **kwargs)
 
 
 def flask_view(action: str) -> Callable[[], dict[str, str]]:
@@ -143,7 +135,6 @@ def flask_view(action: str) -> Callable[[], dict[str, str]]:
 
 def test_every_action_round_trips_through_flask(auditor: Auditor, with_schemas: WorkOSEmulator) -> None:
     app = Flask(__name__)
-    app.test_client_class = BufferedClient
     app.before_request(authenticate)
     for action in c.CENTURE_ACTIONS:
         app.add_url_rule(
@@ -161,7 +152,6 @@ def test_every_action_round_trips_through_flask(auditor: Auditor, with_schemas: 
 # -- what strict validation keeps away from WorkOS -----------------------------------------------------------------
 def test_strict_mode_keeps_a_wrong_event_from_workos(auditor: Auditor, emulator: WorkOSEmulator) -> None:
     app = Flask(__name__)
-    app.test_client_class = BufferedClient
     app.before_request(authenticate)
 
     @app.post("/keys")

@@ -1,14 +1,17 @@
 """Flask adapter: `install(app, auditor)` or the extension pattern `CentureAudit(auditor).init_app(app)`.
 
-The WSGI middleware wraps `app.wsgi_app` (Flask's own recommendation, so `app` stays the Flask object).
+The WSGI middleware wraps `app.wsgi_app` (Flask's own recommendation, so `app` stays the Flask object). The adapter
+tells it what only Flask knows: the matched route (view, template, arguments, methods), and whether the response's
+body is complete when Flask returns it (every response but a streamed one), so that the record completes then.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ..annotations import ROUTE_METHODS_KEY
 from ..context import current_request
-from ..wsgi import AuditWSGIMiddleware
+from ..wsgi import BODY_COMPLETE_KEY, AuditWSGIMiddleware
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -24,11 +27,13 @@ def install(app: Flask, auditor: Auditor) -> Flask:
     if _EXTENSION in app.extensions:
         return app  # installing twice has no double effect
     from flask import request
+    from werkzeug.exceptions import HTTPException
 
     app.extensions[_EXTENSION] = auditor
     app.wsgi_app = AuditWSGIMiddleware(app.wsgi_app, auditor=auditor)  # type: ignore[method-assign]
     view_functions = app.view_functions
     dispatch_request = app.dispatch_request
+    finalize_request = app.finalize_request
 
     # Flask matches the URL before dispatching, then forgets the request before the WSGI middleware sees the
     # response: note the view, rule and arguments on the audit context on the way in. Wrapping dispatch_request
@@ -41,10 +46,26 @@ def install(app: Flask, auditor: Auditor) -> Flask:
             if rule is not None:
                 ctx.route = rule.rule
                 ctx.endpoint = view_functions.get(rule.endpoint)
+                req.environ[ROUTE_METHODS_KEY] = rule.methods  # a form view's GET is not its POST: see `records`
             ctx.path_params = req.view_args
         return dispatch_request(*args, **kwargs)
 
+    # Every response Flask makes passes here (views, error handlers, before_request short-cuts), and leaves after the
+    # after_request hooks. A sequence body is complete then, though werkzeug hands the server a generator over it:
+    # say so. An HTTPException (abort(), a routing error, Flask's own 500) would become a response by running it as
+    # a WSGI app, whose body then looks streamed: its own response keeps it a list.
+    def audited_finalize_request(rv: Any, from_error_handler: bool = False) -> Any:
+        if isinstance(rv, HTTPException):
+            rv = rv.get_response(request.environ)
+        response = finalize_request(rv, from_error_handler)
+        if getattr(response, "is_sequence", False):
+            ctx = current_request()
+            if ctx is not None and ctx.environ is not None:
+                ctx.environ[BODY_COMPLETE_KEY] = True
+        return response
+
     app.dispatch_request = audited_dispatch_request  # type: ignore[method-assign]
+    app.finalize_request = audited_finalize_request  # type: ignore[method-assign]
     return app
 
 
