@@ -1025,9 +1025,13 @@ def kill_worker(outbox: str, url: str, run: int, logdir: str, drain: bool) -> in
     real_add = outbox_object.add
 
     def add(
-        events: Sequence[tuple[str, float, str]], sinks: Sequence[str], dead: Sequence[tuple[str, float, str, str]] = ()
+        events: Sequence[tuple[str, float, str]],
+        sinks: Sequence[str],
+        dead: Sequence[tuple[str, float, str, str]] = (),
+        *,
+        captured: bool = False,
     ) -> None:
-        real_add(events, sinks, dead)
+        real_add(events, sinks, dead, captured=captured)
         if events:
             committed_log.write(f"{json.loads(events[-1][2])['metadata']['seq']}\n")
 

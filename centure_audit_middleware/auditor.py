@@ -18,12 +18,13 @@ from .delivery.builder import EventBuilder, Validator
 from .delivery.dispatcher import Dispatcher, DispatcherConfig, sink_rate_limits
 from .delivery.policy import RetryPolicy
 from .delivery.redact import DEFAULT_REDACT_PATTERNS, Redactor
-from .events import Actor, GeoInfo, UserAgentInfo
+from .events import Actor, AuditEvent, GeoInfo, UserAgentInfo
 from .sinks.base import Sink
 
 if TYPE_CHECKING:
     from .enrich.geo import GeoLocator
     from .enrich.useragent import UserAgentParser
+    from .testing.capture import AuditLog
 
 __all__ = ["Auditor", "default_auditor"]
 
@@ -63,6 +64,20 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+def live_auditors() -> list[Auditor]:
+    """Every Auditor of this process that is still referenced (what the `audit_log` fixture redirects)."""
+    return list(_live)
+
+
+class _NoSink(Sink):
+    """The sink of `Auditor.for_tests()`: never sent anything, since its events go to the test's log."""
+
+    name = "none"
+
+    def send(self, event: AuditEvent) -> None:  # pragma: no cover - handoff never reaches the dispatcher
+        raise RuntimeError("Auditor.for_tests() delivers nowhere")
 
 
 def default_auditor() -> Auditor:
@@ -119,13 +134,18 @@ class Auditor:
         delivery: Literal["in-process", "relay"] = "in-process",
         anonymous_actor: Actor | ActorResolver | None = None,
     ) -> None:
-        if sinks is None:
+        from .testing.capture import active_log
+
+        log = active_log()  # under the `audit_log` fixture: record into it, deliver nowhere
+        if sinks is None and log is None:
             from .sinks.store import StoreSink
 
             sinks = [StoreSink()]
-        self.sinks = list(sinks)
-        if not self.sinks:
+        self.sinks = list(sinks or ())
+        if not self.sinks and log is None:
             raise ValueError("an Auditor needs at least one sink (WORKOS_API_KEY unset and CENTURE_AUDIT_STORE=off?)")
+        #: the log this Auditor records into in a test (`Auditor.for_tests()`, the `audit_log` fixture), else None
+        self.audit_log: AuditLog | None = None
         self.actor_resolver = actor
         self.organization_resolver = organization
         #: who acts when a request names no one (an Actor, or a callable of the request); None: not recorded
@@ -153,7 +173,8 @@ class Auditor:
             self.sinks,
             builder,
             DispatcherConfig(
-                outbox_path=os.fspath(outbox or os.environ.get("CENTURE_AUDIT_OUTBOX") or "audit-outbox.db"),
+                # Absolute from the start: a later chdir (a test, a daemon) must not move the outbox.
+                outbox_path=os.path.abspath(outbox or os.environ.get("CENTURE_AUDIT_OUTBOX") or "audit-outbox.db"),
                 commit_interval=commit_interval,
                 max_queue=max_queue,
                 retry=retry or RetryPolicy(),
@@ -165,7 +186,9 @@ class Auditor:
                 delivery=delivery,
             ),
         )
-        self.handoff = self.dispatcher.submit
+        self.handoff: Callable[[RequestContext | PendingEvent], None] = self.dispatcher.submit
+        if log is not None:
+            self._record_into(log)
         _set_default(self)
         ref = weakref.ref(self)
 
@@ -175,6 +198,23 @@ class Auditor:
                 auditor._at_exit()
 
         atexit.register(at_exit)
+
+    @classmethod
+    def for_tests(cls, **settings: Any) -> Auditor:
+        """An Auditor for an app's tests: every event is built where it is handed off, with the same build,
+        redaction and validation as in production, and kept in `auditor.audit_log` (`.events`, `.actions`,
+        `.assert_recorded(...)`). No thread, no file, nothing outlives the test. `settings` as for `Auditor()`
+        (sinks are ignored: nothing is delivered)."""
+        from .testing.capture import AuditLog, active_log
+
+        log = active_log() or AuditLog()
+        auditor = cls(sinks=settings.pop("sinks", None) or [_NoSink()], **settings)
+        auditor._record_into(log)
+        return auditor
+
+    def _record_into(self, log: AuditLog) -> None:
+        self.handoff = log.handoff_for(self)
+        self.audit_log = log
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Auditor:
@@ -201,6 +241,8 @@ class Auditor:
 
         _set_default(self)
         installed = detect(app).install(app, self)
+        if self.audit_log is not None:
+            return installed  # a test: nothing to deliver, no thread to start, enrichers loaded on first use
         # Start delivering now: a backlog left by an earlier run (crash, outage) must not wait for a new event.
         self.dispatcher.start()
         # Load the GeoIP database and compile the user-agent patterns (~0.3 s) now, in the background, so that
@@ -227,6 +269,7 @@ class Auditor:
             if (
                 spec is not None
                 and not ctx.skipped
+                and spec.records_request(ctx)
                 and (
                     ctx.status < 400 or (self.record_failures if spec.record_failures is None else spec.record_failures)
                 )
@@ -356,6 +399,8 @@ class Auditor:
     # -- lifecycle -----------------------------------------------------------------------------------------------
     def flush(self, timeout: float | None = None) -> bool:
         """Deliver everything recorded so far; False if `timeout` passed first (the rest stays in the outbox)."""
+        if self.audit_log is not None and not self.dispatcher._running:
+            return True  # a test's events are in the log as soon as they are handed off
         return self.dispatcher.flush(self.flush_timeout if timeout is None else timeout)
 
     def close(self, timeout: float | None = None, *, keep_sinks_open: bool = False) -> bool:

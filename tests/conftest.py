@@ -36,6 +36,3 @@ def delivered(auditor: Auditor, sink: MemorySink) -> list[AuditEvent]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-pytest_plugins = ["centure_audit_middleware.testing.pytest_plugin"]

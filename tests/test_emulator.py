@@ -47,7 +47,6 @@ from centure_audit_middleware.testing import EXPORT_CSV_COLUMNS, WorkOSEmulator
 if TYPE_CHECKING:
     from centure_audit_middleware.testing.pytest_plugin import EmulatorFactory
 
-pytest_plugins = ["centure_audit_middleware.testing.pytest_plugin"]
 
 ORG = "org_01TEST"
 

@@ -338,6 +338,8 @@ class Dispatcher:
         return True
 
     def _outbox_empty(self) -> bool:
+        if self._outbox is None and not os.path.exists(self.config.outbox_path):
+            return True  # never written here nor by anyone: nothing owed (and no file made to say so)
         try:
             return not any(self.outbox.has_pending(name) for name in self._states)
         except (sqlite3.Error, OSError) as exc:  # unreadable outbox: not known to be empty, and flush() must not raise

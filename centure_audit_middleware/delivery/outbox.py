@@ -177,10 +177,13 @@ class Outbox:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
+                conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                # A COMMIT that fails (disk full, "statements in progress") must not leave the write lock held:
+                # every other writer of the file would then wait for it for ever.
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
                 raise
-            conn.execute("COMMIT")
 
     def forget_connections(self) -> None:
         """After fork: a child must never use the parent's SQLite connections, nor close them (that would release

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 from ..events import AuditEvent
-from ..store import EventStore, StoreUnavailable, open_store
+from ..store import DEFAULT_STORE, EventStore, StoreUnavailable, open_store
 from .base import RejectEvent, RetryLater, Sink
 
 __all__ = ["StoreSink"]
@@ -27,12 +28,23 @@ class StoreSink(Sink):
 
     def __init__(self, store: EventStore | str | os.PathLike[str] | None = None, *, name: str = "store") -> None:
         self.name = name
-        if isinstance(store, EventStore):
-            self.store = store
-            self._owns_store = False
-        else:
-            self.store = open_store(store)
-            self._owns_store = True
+        self._store: EventStore | None = store if isinstance(store, EventStore) else None
+        location = None if isinstance(store, EventStore) else os.fspath(store or DEFAULT_STORE)
+        if location is not None and "://" not in location:
+            location = os.path.abspath(location)  # opened later: a chdir meanwhile must not move the store
+        self._location = location
+        self._owns_store = not isinstance(store, EventStore)
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> EventStore:
+        """The store; a path or URL is opened on first use, so that an app that records nothing (an import, a test
+        whose Auditor records into `audit_log`) never creates the database file."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self._location)
+        return self._store
 
     def send(self, event: AuditEvent) -> None:
         outcome = self.send_many([event])[0]
@@ -68,5 +80,5 @@ class StoreSink(Sink):
         return None
 
     def close(self) -> None:
-        if self._owns_store:
-            self.store.close()
+        if self._owns_store and self._store is not None:
+            self._store.close()

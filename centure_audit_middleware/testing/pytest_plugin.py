@@ -1,7 +1,12 @@
-"""pytest fixtures for the WorkOS emulator.
+"""pytest fixtures: `audit_log` for the events an app records under test, and the WorkOS emulator.
 
-Enable with `pytest_plugins = ["centure_audit_middleware.testing.pytest_plugin"]` in the root `conftest.py` (or
-`-p centure_audit_middleware.testing.pytest_plugin`). Fixtures:
+Installing the package registers this plugin (the `pytest11` entry point): its fixtures are there in every test
+suite, and do nothing until a test asks for one (the module imports nothing heavy). Fixtures:
+
+- `audit_log`: an `AuditLog`. While the test runs, every Auditor (those that exist, such as a module-level app's,
+  and those made during the test, such as an app factory's) builds each event where it is handed off, with its own
+  configuration, and keeps it in the log instead of delivering it: `audit_log.events`, `audit_log.actions`,
+  `audit_log.assert_recorded("post.create", actor="user_1", targets=[("post", "1")])`. No thread, no file.
 
 - `workos_emulator`: a started `WorkOSEmulator` (organization `org_01TEST`), stopped after the test.
 - `workos_emulator_factory`: `factory(**kwargs) -> WorkOSEmulator` for custom ones (clock, organizations, ...);
@@ -17,14 +22,24 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from .emulator import WorkOSEmulator
-
 if TYPE_CHECKING:
     from workos import WorkOSClient
 
-__all__ = ["workos_client", "workos_emulator", "workos_emulator_factory"]
+    from .capture import AuditLog
+    from .emulator import WorkOSEmulator
 
-EmulatorFactory = Callable[..., WorkOSEmulator]
+__all__ = ["audit_log", "workos_client", "workos_emulator", "workos_emulator_factory"]
+
+
+@pytest.fixture
+def audit_log() -> Iterator[AuditLog]:
+    from .capture import AuditLog
+
+    with AuditLog().capturing() as log:
+        yield log
+
+
+EmulatorFactory = Callable[..., "WorkOSEmulator"]
 
 
 @pytest.fixture
@@ -32,6 +47,8 @@ def workos_emulator_factory() -> Iterator[EmulatorFactory]:
     started: list[WorkOSEmulator] = []
 
     def factory(**kwargs: Any) -> WorkOSEmulator:
+        from .emulator import WorkOSEmulator
+
         emulator = WorkOSEmulator(**kwargs).start()
         started.append(emulator)
         return emulator
