@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint typecheck unit services bench clean
+.PHONY: venv demo test lint typecheck unit services bench clean oldest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV) || { apt-get update -qq && apt-get install -y -qq python3-venv && $(PYTHON) -m venv $(VENV); }
@@ -33,7 +33,11 @@ unit: $(STAMP) services
 	DSN="$$( [ "$$(id -u)" = 0 ] && scripts/postgres-test-server.sh || true )"; \
 	CENTURE_AUDIT_TEST_POSTGRES_DSN="$$DSN" $(BIN)/pytest
 
-test: lint typecheck unit
+# The route-template tests against the oldest FastAPI and Starlette the package supports (its own .venv-oldest).
+oldest:
+	scripts/test-oldest-deps.sh
+
+test: lint typecheck unit oldest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/request_overhead.py
@@ -44,4 +48,4 @@ bench: $(STAMP)
 	-$(BIN)/python benchmarks/server_throughput.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-oldest .mypy_cache .ruff_cache .pytest_cache

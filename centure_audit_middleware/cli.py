@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import pkgutil
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 
 from . import commands
+from .store import StoreError
 
 __all__ = ["build_parser", "main"]
 
@@ -33,6 +35,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `centure-audit events | head`
         sys.stderr.close()
         return 0
+    except (ImportError, OSError, sqlite3.Error, StoreError) as exc:
+        # The commands report the errors they expect; this is the net for the rest of what bad input or a missing
+        # extra can raise: an operator needs the message, not a traceback.
+        print(f"centure-audit {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -180,6 +180,25 @@ class ClientIPResolver:
         text = normalize_ip(address)
         return text is not None and self._trusted_cached(text)
 
+    def may_trust(self, network: str) -> bool:
+        """Whether a peer in ``network`` (an address or a CIDR network) could be taken for a trusted proxy: always
+        in ``trusted_hops`` mode, where any peer is the first proxy; with ``trusted_proxies``, when the two overlap.
+        Never with proxy handling off, nor for text that is not an address or network (a unix socket path)."""
+        if not self.enabled:
+            return False
+        if self.trusted_hops is not None:
+            return True
+        try:
+            given = ipaddress.ip_network(network.strip(), strict=False)
+        except ValueError:
+            return False
+        mapped = given.network_address.ipv4_mapped if isinstance(given, ipaddress.IPv6Network) else None
+        if mapped is not None and given.prefixlen >= 96:  # compared in IPv4 form, as resolve() does
+            given = ipaddress.IPv4Network(f"{mapped}/{given.prefixlen - 96}", strict=False)
+        if isinstance(given, ipaddress.IPv4Network):
+            return any(given.overlaps(trusted) for trusted in self._v4)
+        return any(given.overlaps(trusted) for trusted in self._v6)
+
     def _is_trusted_uncached(self, text: str) -> bool:
         """Trust decision for an address already in normalize_ip's canonical form."""
         ip = ipaddress.ip_address(text)

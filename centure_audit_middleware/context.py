@@ -114,12 +114,12 @@ class RequestContext:
     def route_template(self) -> str | None:
         """The matched route's template ("/projects/{project_id}"), or None when nothing matched."""
         if self.route is None and self.scope is not None:
-            route = self.scope.get("route")
-            template = getattr(route, "path", None)
-            if isinstance(template, str):
-                # Inside a Mount, Starlette's route path is relative to the mount point.
-                mount = self.scope.get("root_path", "")[len(self.scope.get("app_root_path", "")) :]
-                self.route = mount + template
+            # Starlette and FastAPI record the matched route differently from version to version (FastAPI >= 0.137
+            # leaves included routers' prefixes out of scope["route"]; Starlette < 1.7 records no route): the adapter
+            # knows how to read each. Imported here: the adapter imports the ASGI middleware, which imports us.
+            from .adapters.starlette import route_template
+
+            self.route = route_template(self.scope)
         return self.route
 
     def params(self) -> Mapping[str, Any]:

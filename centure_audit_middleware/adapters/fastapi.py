@@ -1,4 +1,5 @@
-"""FastAPI adapter: FastAPI is Starlette underneath; `scope["route"]` is the APIRoute, whose path is the template."""
+"""FastAPI adapter: FastAPI is Starlette underneath, so the Starlette adapter installs it; route templates (with every
+`include_router` prefix, which FastAPI >= 0.137 leaves out of `scope["route"]`) come from `starlette.route_template`."""
 
 from __future__ import annotations
 

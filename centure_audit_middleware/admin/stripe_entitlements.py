@@ -37,7 +37,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import stripe
+try:
+    import stripe
+except ModuleNotFoundError as exc:  # the Stripe SDK is the optional [stripe] extra: say how to install it
+    if exc.name != "stripe":
+        raise
+    raise ModuleNotFoundError(
+        "StripeEntitlements needs the Stripe SDK: pip install 'centure-audit-middleware[stripe]'", name="stripe"
+    ) from None
 
 from .entitlements import INACTIVE, EntitlementStatus, EntitlementsUnavailable, WebhookError
 from .stripe_http import StdlibHTTPClient

@@ -27,10 +27,13 @@ __all__ = [
     "parse_time",
     "query_from_args",
     "register",
+    "unknown_organization_hint",
 ]
 
 _RELATIVE = re.compile(r"^(\d+)\s*([smhdw])$")
 _UNITS: Final = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+#: How many organizations an "unknown organization" hint names.
+_LISTED_ORGANIZATIONS: Final = 20
 #: Widest cell of each table column before it is cut with an ellipsis.
 _WIDTHS: Final = {"occurred_at": 20, "action": 36, "actor": 28, "targets": 44, "location": 39, "id": 36}
 
@@ -90,7 +93,23 @@ def query_from_args(args: argparse.Namespace, *, limit: int = DEFAULT_LIMIT, cur
 
 def open_store_from_args(args: argparse.Namespace) -> EventStore:
     # create=False: reading a store that isn't there is a mistake (wrong path, wrong directory), not a new store.
-    return open_store(store_url_from_env(args.store), create=False)
+    try:
+        return open_store(store_url_from_env(args.store), create=False)
+    except ImportError as exc:  # a missing extra (postgres): the commands report StoreErrors as messages
+        raise StoreError(str(exc)) from None
+
+
+def unknown_organization_hint(store: EventStore, organization_id: str) -> str | None:
+    """A hint for stderr when `organization_id` has nothing in the store at all (a typo, the wrong store), else
+    None: a known organization whose filters match nothing is not a mistake."""
+    known = store.organizations()
+    if organization_id in known:
+        return None
+    if not known:
+        return f"no events for organization {organization_id}: this store has no organizations yet"
+    listed = ", ".join(known[:_LISTED_ORGANIZATIONS])
+    more = f" and {len(known) - _LISTED_ORGANIZATIONS} more" if len(known) > _LISTED_ORGANIZATIONS else ""
+    return f"no events for organization {organization_id}; organizations in this store: {listed}{more}"
 
 
 class Progress:
@@ -181,8 +200,10 @@ def _run(args: argparse.Namespace) -> int:
                     if count % 1000 == 0:
                         progress(count)
             progress.done(count)
-            return 0
+            return _no_match(store, args.org) if count == 0 else 0
         page = store.query(q)
+        if not page.events and args.cursor is None and _no_match(store, args.org):
+            return 1
         if args.format == "table":
             if page.events:
                 _print_table(page.events, out)
@@ -199,6 +220,15 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _no_match(store: EventStore, organization_id: str) -> int:
+    """1, with a hint on stderr, if the organization is unknown to the store; else 0 (filters that match nothing)."""
+    hint = unknown_organization_hint(store, organization_id)
+    if hint is None:
+        return 0
+    print(f"centure-audit events: {hint}", file=sys.stderr)
+    return 1
+
+
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "events",
@@ -212,6 +242,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--limit", type=int, default=DEFAULT_LIMIT, help=f"page size, 1-{MAX_LIMIT} (default {DEFAULT_LIMIT})"
     )
     parser.add_argument("--cursor", help="continue after the page that printed this cursor")
-    parser.add_argument("--format", choices=("table", "json", "csv"), default="table")
+    parser.add_argument(
+        "--format",
+        choices=("table", "json", "csv"),
+        default="table",
+        help="table (default), json (JSON Lines) or csv",
+    )
     parser.add_argument("--all", action="store_true", help="every match, streamed (json and csv only)")
     parser.set_defaults(handler=_run)

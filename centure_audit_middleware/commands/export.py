@@ -126,7 +126,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "export (formula-like cells prefixed with ' for spreadsheets); JSON Lines has the full events.",
     )
     add_filter_arguments(parser)
-    parser.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    parser.add_argument("--format", choices=("csv", "jsonl"), required=True, help="csv (spreadsheet-safe) or jsonl")
     parser.add_argument("-o", "--output", metavar="FILE", help="write to FILE (default: stdout)")
     parser.add_argument("--via", choices=sorted(SOURCES), default="local", help="where the events come from")
     parser.add_argument("--api-key", help="with --via workos (default: $WORKOS_API_KEY)")

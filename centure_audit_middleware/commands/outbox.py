@@ -10,10 +10,14 @@ import argparse
 import datetime as dt
 import json
 import os
+import sqlite3
 import sys
-from typing import Any
+from typing import Any, Final
 
 __all__ = ["register"]
+
+#: The first bytes of every SQLite 3 database file.
+_SQLITE_HEADER: Final = b"SQLite format 3\x00"
 
 
 def register(subparsers: Any) -> None:
@@ -26,22 +30,22 @@ def register(subparsers: Any) -> None:
     actions = parser.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
 
     status = actions.add_parser("status", help="pending and dead deliveries per sink, oldest pending age")
-    status.add_argument("--json", action="store_true")
+    status.add_argument("--json", action="store_true", help="one JSON object: per sink, pending, dead, oldest age")
     status.set_defaults(handler=_status)
 
     dead = actions.add_parser("dead", help="list dead letters with their reasons")
-    dead.add_argument("--sink", default=None)
-    dead.add_argument("--limit", type=int, default=50)
+    dead.add_argument("--sink", default=None, help="only this sink's (e.g. workos, store)")
+    dead.add_argument("--limit", type=int, default=50, help="at most this many, oldest first (default 50)")
     dead.add_argument("--json", action="store_true", help="one JSON object per line, with the event")
     dead.set_defaults(handler=_dead)
 
     replay = actions.add_parser("replay", help="put dead letters back in the queue (all, or by --id / --sink)")
-    replay.add_argument("--sink", default=None)
+    replay.add_argument("--sink", default=None, help="only this sink's dead letters")
     replay.add_argument("--id", dest="ids", action="append", default=None, help="an event id (repeatable)")
     replay.set_defaults(handler=_replay)
 
     purge = actions.add_parser("purge", help="delete dead letters (or, with --all, everything) for good")
-    purge.add_argument("--sink", default=None)
+    purge.add_argument("--sink", default=None, help="only this sink's deliveries")
     purge.add_argument("--all", action="store_true", help="pending deliveries too: they will never be sent")
     purge.add_argument("--yes", action="store_true", help="do it (without it, only say what would go)")
     purge.set_defaults(handler=_purge)
@@ -50,10 +54,33 @@ def register(subparsers: Any) -> None:
 def _open(args: argparse.Namespace) -> Any:
     from ..delivery.outbox import Outbox
 
-    if not os.path.exists(args.outbox):
-        print(f"no outbox at {args.outbox}", file=sys.stderr)
+    path = args.outbox
+    problem = _not_an_outbox(path)
+    if problem:
+        print(f"centure-audit outbox: {problem}", file=sys.stderr)
         raise SystemExit(2)
-    return Outbox(args.outbox)
+    try:
+        return Outbox(path)
+    except sqlite3.Error as exc:  # a damaged file, a permission, a lock held too long: say so, not a traceback
+        print(f"centure-audit outbox: cannot open {path}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def _not_an_outbox(path: str) -> str | None:
+    """Why `path` can't be an outbox file, or None. Checked before SQLite sees it: SQLite would create its journal
+    beside whatever it opens (a device, a README) and turn an empty file into a database."""
+    if not os.path.exists(path):
+        return f"no outbox at {path}"
+    if not os.path.isfile(path):
+        return f"{path} is not an outbox: not a regular file"
+    try:
+        with open(path, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    if header != _SQLITE_HEADER:
+        return f"{path} is not an outbox: {'an empty file' if not header else 'not a SQLite database'}"
+    return None
 
 
 def _sinks(outbox: Any) -> list[str]:

@@ -90,7 +90,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
     choices = " or ".join(str(c) for c in RETENTION_CHOICES)
     set_ = actions.add_parser("set", help=f"set an organization's policy ({choices} days)")
-    set_.add_argument("org", metavar="ORG")
+    set_.add_argument("org", metavar="ORG", help="organization id")
     set_.add_argument("days", metavar="DAYS", type=int, help=choices)
     add_store_argument(set_)
     set_.set_defaults(handler=_set)

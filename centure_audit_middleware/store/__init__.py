@@ -13,6 +13,7 @@ PostgreSQL database between the app's hosts::
 from __future__ import annotations
 
 import os
+import sqlite3
 from typing import TYPE_CHECKING, Any, Final
 
 from .base import (
@@ -55,6 +56,7 @@ STORE_ENV: Final = "CENTURE_AUDIT_STORE"
 
 _SQLITE_PREFIX: Final = "sqlite:///"
 _POSTGRES_PREFIXES: Final = ("postgresql://", "postgres://")
+_DISTRIBUTION: Final = "centure-audit-middleware"
 
 
 def store_url_from_env(explicit: str | None = None) -> str | None:
@@ -80,8 +82,16 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: boo
     """
     target = DEFAULT_STORE if url_or_path is None else os.fspath(url_or_path)
     if target.startswith(_POSTGRES_PREFIXES):
-        from .postgres import PostgresStore
-
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:
+            # psycopg is an optional extra: name the install command, not just "No module named 'psycopg'".
+            if exc.name is not None and exc.name.partition(".")[0] not in ("psycopg", "psycopg_pool"):
+                raise
+            raise ModuleNotFoundError(
+                f"a PostgreSQL event store needs the postgres extra: pip install '{_DISTRIBUTION}[postgres]' ({exc})",
+                name=exc.name,
+            ) from None
         return PostgresStore(target)
     if target.startswith(_SQLITE_PREFIX):
         target = target[len(_SQLITE_PREFIX) :]
@@ -89,9 +99,17 @@ def open_store(url_or_path: str | os.PathLike[str] | None = None, *, create: boo
         raise ValueError(f"unsupported event store URL {target!r}: use a path, sqlite:///path or postgresql://...")
     if not target:
         raise ValueError("empty event store path")
+    if target != ":memory:" and os.path.exists(target) and not os.path.isfile(target):
+        # Refused before SQLite opens it: SQLite would create its journal files next to a device or in a directory.
+        raise StoreError(f"{target} is not an event store: not a regular file")
     from .sqlite import SqliteStore
 
-    return SqliteStore(target, create=create)
+    try:
+        return SqliteStore(target, create=create)
+    except sqlite3.OperationalError as exc:
+        raise StoreError(f"cannot open the event store {target}: {exc}") from None
+    except sqlite3.DatabaseError as exc:  # "file is not a database": some other file, e.g. a typo'd path
+        raise StoreError(f"{target} is not an event store: {exc}") from None
 
 
 def __getattr__(name: str) -> Any:
