@@ -9,7 +9,6 @@ from __future__ import annotations
 import sqlite3
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,6 @@ from .reliability_support import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def procs(tmp_path: Path, workos_emulator: WorkOSEmulator) -> Iterator[ProcessGroup]:
-    # Depends on the emulator so that the processes die before it stops (fixtures tear down in reverse).
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 @pytest.fixture

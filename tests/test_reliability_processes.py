@@ -13,7 +13,6 @@ import functools
 import random
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,19 +46,8 @@ GRACEFUL_TIMEOUT = 10
 
 
 @pytest.fixture
-def emulator() -> Iterator[WorkOSEmulator]:
-    with WorkOSEmulator(organizations=[ORG]) as emulator:
-        yield emulator
-
-
-@pytest.fixture
-def procs(tmp_path: Path, emulator: WorkOSEmulator) -> Iterator[ProcessGroup]:
-    # Depends on `emulator` so that the processes die before the emulator stops (fixtures tear down in reverse).
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
+def emulator(workos_emulator: WorkOSEmulator) -> WorkOSEmulator:
+    return workos_emulator  # (organization org_01TEST, the app's ORG); `procs` stops its processes before it
 
 
 @pytest.fixture

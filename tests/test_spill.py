@@ -9,7 +9,6 @@ from __future__ import annotations
 import glob
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,15 +67,6 @@ if sys.argv[1] == "0":
     print("flushed", auditor.flush(30), flush=True)  # a restart: takes over what a dead process left
 time.sleep(3600)
 """
-
-
-@pytest.fixture
-def procs(tmp_path: Path, workos_emulator: WorkOSEmulator) -> Iterator[ProcessGroup]:
-    group = ProcessGroup(tmp_path)
-    try:
-        yield group
-    finally:
-        group.close()
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ def _not_an_outbox(path: str) -> str | None:
 
 
 def _sinks(outbox: Any) -> list[str]:
-    rows = outbox._conn().execute("SELECT DISTINCT sink FROM deliveries ORDER BY sink").fetchall()
+    rows = outbox._query("SELECT DISTINCT sink FROM deliveries ORDER BY sink")
     return [row[0] for row in rows]
 
 

@@ -17,7 +17,6 @@ import os
 import sqlite3
 import threading
 import time
-import weakref
 from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -28,6 +27,7 @@ from ..context import PendingEvent, RequestContext
 from ..events import AuditEvent, EventError, new_event_id
 from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
 from .builder import EventBuilder
+from .forking import after_fork_in_child
 from .lock import SenderLock
 from .outbox import Claim, Outbox, OutboxStats
 from .policy import RateLimiter, RetryPolicy
@@ -180,14 +180,7 @@ class Dispatcher:
         self._spill = Spill(config.outbox_path)
         self._spill_at = min(config.spill_at, config.max_queue)
         self._init_state()
-        ref = weakref.ref(self)
-
-        def after_fork_in_child() -> None:
-            dispatcher = ref()
-            if dispatcher is not None:
-                dispatcher._after_fork_in_child()
-
-        os.register_at_fork(after_in_child=after_fork_in_child)
+        after_fork_in_child(self, Dispatcher._after_fork_in_child)
 
     def _init_state(self) -> None:
         self._queue: deque[RequestContext | PendingEvent] = deque()

@@ -15,8 +15,9 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-import weakref
 from pathlib import Path
+
+from .forking import after_fork_in_child
 
 try:
     import fcntl
@@ -33,14 +34,7 @@ class SenderLock:
         self.path = Path(f"{os.fspath(outbox_path)}.sender-lock")
         self._fd: int | None = None
         self._mutex = threading.Lock()
-        ref = weakref.ref(self)
-
-        def forget_in_child() -> None:
-            lock = ref()
-            if lock is not None:
-                lock._forget()
-
-        os.register_at_fork(after_in_child=forget_in_child)
+        after_fork_in_child(self, SenderLock._forget)
 
     @property
     def held(self) -> bool:

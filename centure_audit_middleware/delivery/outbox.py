@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = ["Claim", "DeadLetter", "Outbox", "OutboxStats"]
 
@@ -172,8 +173,8 @@ class Outbox:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         # IMMEDIATE takes the write lock up front, so two processes claiming at once serialise instead of both
         # reading the same due rows and then failing to upgrade.
-        conn = self._conn()
-        with self._writing:
+        with self._writing:  # the connection too is made under it: opening one reads the file and takes locks
+            conn = self._conn()
             conn.execute("BEGIN IMMEDIATE")
             try:
                 yield conn
@@ -254,7 +255,7 @@ class Outbox:
 
     def captured(self, limit: int = 500) -> list[tuple[str, str]]:
         """(id, body) of events committed as captured, to complete before they can be claimed."""
-        return self._conn().execute("SELECT id, body FROM events WHERE captured = 1 LIMIT ?", (limit,)).fetchall()
+        return self._query("SELECT id, body FROM events WHERE captured = 1 LIMIT ?", (limit,))
 
     def complete(
         self, done: Sequence[tuple[str, str]], dead: Sequence[tuple[str, str, str]], sinks: Sequence[str]
@@ -333,43 +334,41 @@ class Outbox:
             )
 
     # -- reading and operating -----------------------------------------------------------------------------------
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """Rows of one read, run to its end under the same lock as writes: a fork (see `_before_fork`) must never
+        land in the middle of a statement either, or the child inherits SQLite's bookkeeping of a lock that no
+        thread of its own will release ("database is locked" for every later write of the child)."""
+        with self._writing:
+            return self._conn().execute(sql, args).fetchall()
+
     def has_pending(self, sink: str) -> bool:
         """Whether `sink` still owes any delivery. One probe of the `deliveries_due` index, whatever the backlog:
         `flush()` polls this every few milliseconds, and `stats()` (a full aggregate) costs ~15 ms per 10,000 rows."""
-        conn = self._conn()
-        row = conn.execute("SELECT 1 FROM deliveries WHERE sink = ? AND state = 'pending' LIMIT 1", (sink,)).fetchone()
         # A captured event (relay mode) is owed to every sink, before its deliveries exist.
-        return row is not None or conn.execute("SELECT 1 FROM events WHERE captured = 1 LIMIT 1").fetchone() is not None
+        return bool(
+            self._query("SELECT 1 FROM deliveries WHERE sink = ? AND state = 'pending' LIMIT 1", (sink,))
+            or self._query("SELECT 1 FROM events WHERE captured = 1 LIMIT 1")
+        )
 
     def next_due(self, sink: str) -> float | None:
-        if self._conn().execute("SELECT 1 FROM events WHERE captured = 1 LIMIT 1").fetchone() is not None:
+        if self._query("SELECT 1 FROM events WHERE captured = 1 LIMIT 1"):
             return time.time()  # captured events to complete: at once
-        row = (
-            self._conn()
-            .execute(
-                "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries WHERE sink = ? AND state = 'pending'",
-                (sink,),
-            )
-            .fetchone()
+        [(due,)] = self._query(
+            "SELECT MIN(MAX(next_attempt_at, lease_until)) FROM deliveries WHERE sink = ? AND state = 'pending'",
+            (sink,),
         )
-        return None if row is None or row[0] is None else float(row[0])
+        return None if due is None else float(due)
 
     def stats(self, sink: str | None = None) -> OutboxStats:
         where, args = ("WHERE d.sink = ?", (sink,)) if sink else ("", ())
-        pending, dead, oldest = (
-            self._conn()
-            .execute(
-                "SELECT COALESCE(SUM(d.state = 'pending'), 0), COALESCE(SUM(d.state = 'dead'), 0),"
-                " MIN(CASE WHEN d.state = 'pending' THEN e.recorded_at END)"
-                f" FROM deliveries d JOIN events e ON e.id = d.event_id {where}",
-                args,
-            )
-            .fetchone()
+        [(pending, dead, oldest)] = self._query(
+            "SELECT COALESCE(SUM(d.state = 'pending'), 0), COALESCE(SUM(d.state = 'dead'), 0),"
+            " MIN(CASE WHEN d.state = 'pending' THEN e.recorded_at END)"
+            f" FROM deliveries d JOIN events e ON e.id = d.event_id {where}",
+            args,
         )
         # Captured events (relay mode) are owed to every sink before their deliveries exist.
-        captured, oldest_captured = (
-            self._conn().execute("SELECT count(*), min(recorded_at) FROM events WHERE captured = 1").fetchone()
-        )
+        [(captured, oldest_captured)] = self._query("SELECT count(*), min(recorded_at) FROM events WHERE captured = 1")
         if oldest_captured is not None and (oldest is None or oldest_captured < oldest):
             oldest = oldest_captured
         pending = int(pending) + int(captured)
@@ -377,15 +376,11 @@ class Outbox:
 
     def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
         where, args = ("AND d.sink = ?", (sink, limit)) if sink else ("", (limit,))
-        rows = (
-            self._conn()
-            .execute(
-                "SELECT d.sink, d.event_id, d.attempts, d.last_error, d.dead_at, e.recorded_at, e.body"
-                f" FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'dead' {where}"
-                " ORDER BY d.dead_at, d.event_id LIMIT ?",
-                args,
-            )
-            .fetchall()
+        rows = self._query(
+            "SELECT d.sink, d.event_id, d.attempts, d.last_error, d.dead_at, e.recorded_at, e.body"
+            f" FROM deliveries d JOIN events e ON e.id = d.event_id WHERE d.state = 'dead' {where}"
+            " ORDER BY d.dead_at, d.event_id LIMIT ?",
+            args,
         )
         return [DeadLetter(*row) for row in rows]
 

@@ -19,9 +19,10 @@ import glob
 import os
 import threading
 import uuid
-import weakref
 from collections.abc import Iterator
 from pathlib import Path
+
+from .forking import after_fork_in_child
 
 try:
     import fcntl
@@ -40,14 +41,7 @@ class Spill:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
-        ref = weakref.ref(self)
-
-        def forget_in_child() -> None:
-            spill = ref()
-            if spill is not None:
-                spill._forget()
-
-        os.register_at_fork(after_in_child=forget_in_child)
+        after_fork_in_child(self, Spill._forget)
 
     def write(self, event_id: str, recorded_at: float, body: str) -> bool:
         """Append one event; False if it could not be written (the caller keeps it in memory instead)."""

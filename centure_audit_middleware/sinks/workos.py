@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import os
 import threading
-import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
+from ..delivery.forking import after_fork_in_child
 from ..events import AuditEvent
 from .base import PauseDelivery, RejectEvent, RetryLater, Sink
 
@@ -66,14 +66,7 @@ class WorkOSSink(Sink):
         self._lock = threading.Lock()
         # A fork while a parent thread holds the lock (building the client on a process's first send) would leave it
         # held forever in the child, and every send of the child would block on it: give the child a fresh one.
-        ref = weakref.ref(self)
-
-        def new_lock_in_child() -> None:
-            sink = ref()
-            if sink is not None:
-                sink._lock = threading.Lock()
-
-        os.register_at_fork(after_in_child=new_lock_in_child)
+        after_fork_in_child(self, WorkOSSink._new_lock)
         # The SDK takes seconds to import, and building a client imports more (its HTTP transport): pay for both when
         # the app starts, in the thread creating the sink, not in a sender thread when the first event is sent. Besides
         # the latency: a fork (gunicorn --preload) while a sender thread is inside an import leaves that module's
@@ -83,6 +76,9 @@ class WorkOSSink(Sink):
         import workos.audit_logs.models  # noqa: F401  # what AuditEvent.to_sdk() imports for each event
 
         self.client()
+
+    def _new_lock(self) -> None:
+        self._lock = threading.Lock()
 
     def client(self) -> WorkOSClient:
         # One client per process: its connection pool must not be shared with a forked parent.
