@@ -585,11 +585,13 @@ def original_metadata(metadata: Mapping[Any, object]) -> dict[str, Any]:
             text = _json_text(_text_of(value))
         if len(text) > 16_384:
             text = _json_text(truncate(text, 16_384))
-        if used + len(text) > MAX_ORIGINAL_METADATA_CHARS:
+        name = truncate(_text_of(key), 1024)  # keys count too: 5,000 short values under long keys are not small
+        size = len(text) + len(name) + 4  # the key's quotes, its colon and the comma
+        if used + size > MAX_ORIGINAL_METADATA_CHARS:
             out["…"] = f"{len(metadata) - len(out)} more keys not kept"
             break
-        out[_text_of(key)] = json.loads(text)
-        used += len(text)
+        out[name] = json.loads(text)
+        used += size
     return out
 
 
