@@ -87,8 +87,8 @@ def test_many_fields_cannot_hide_the_action(
     if n <= 200:  # ~25 characters of JSON a field: well within the 64 KiB kept per level
         assert len(original) == n + 1 and "…" not in original
     else:  # past the cap: what fits is kept, in order, and the rest is counted, never silently gone
-        kept = len(original) - 1
-        assert 0 < kept < n + 1 and original["…"] == f"{n + 1 - kept} more keys not kept"
+        fitted_in = len(original) - 1
+        assert 0 < fitted_in < n + 1 and original["…"] == f"{n + 1 - fitted_in} more keys not kept"
 
 
 def test_colliding_keys_get_a_suffix(app_auditor: Auditor, memory: MemorySink) -> None:
