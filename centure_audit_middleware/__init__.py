@@ -13,6 +13,7 @@ from __future__ import annotations
 from .annotations import AuditSpec, RouteMap, audited
 from .asgi import AuditMiddleware
 from .auditor import Auditor
+from .catchall import RecordAll
 from .context import NoRequestError, RequestContext, audit, current_request
 from .events import Actor, AuditEvent, EventContext, EventError, GeoInfo, MetadataError, Target, UserAgentInfo
 from .wsgi import AuditWSGIMiddleware
@@ -29,6 +30,7 @@ __all__ = [
     "GeoInfo",
     "MetadataError",
     "NoRequestError",
+    "RecordAll",
     "RequestContext",
     "RouteMap",
     "Target",

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from .annotations import AuditSpec, RouteMap, spec_of
+from .catchall import RecordAll
 from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
@@ -102,6 +103,10 @@ class Auditor:
     ``anonymous_actor=``: the actor of requests that name none (e.g. ``Actor("anonymous", type="anonymous")``, or a
     callable of the request); without it they are not recorded, and counted as ``stats()["skipped"]["no_actor"]``.
 
+    ``record_all=RecordAll(prefixes=["/api/"])``: also record every request under those prefixes (or by actors of
+    chosen types, e.g. API keys) that no ``@audited`` or ``RouteMap`` entry claims, as ``api.request`` events
+    (`centure_audit_middleware.catchall`).
+
     ``delivery="relay"``: this process only commits events to the outbox (for every sink); ``centure-audit relay``,
     another process, delivers them. With the default, ``"in-process"``, the app's own threads deliver, one process
     at a time per outbox (the outbox's sender lock).
@@ -133,6 +138,7 @@ class Auditor:
         flush_timeout: float = 5.0,
         delivery: Literal["in-process", "relay"] = "in-process",
         anonymous_actor: Actor | ActorResolver | None = None,
+        record_all: RecordAll | None = None,
     ) -> None:
         from .testing.capture import active_log
 
@@ -150,6 +156,10 @@ class Auditor:
         self.organization_resolver = organization
         #: who acts when a request names no one (an Actor, or a callable of the request); None: not recorded
         self.anonymous_actor = anonymous_actor
+        if record_all is not None and not isinstance(record_all, RecordAll):
+            raise TypeError(f"record_all takes a RecordAll(...), not {type(record_all).__name__}")
+        #: the catch-all for requests no annotation claims (`RecordAll`), or None
+        self.record_all = record_all
         self._skipped: Counter[str] = Counter()
         self._warned_routes: set[str] = set()
         self._skip_lock = threading.Lock()
@@ -265,6 +275,8 @@ class Auditor:
                         spec = spec_of(endpoint, ctx.method)
                 if spec is None and self._routes is not None:
                     spec = self._routes.lookup(ctx.method, ctx.route_template())
+                if spec is None and self.record_all is not None and not ctx.skipped:
+                    spec = self.record_all.claim(ctx, self._resolve_identity if self._has_resolvers else None)
             pending = ctx.pending
             if (
                 spec is not None

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from ..auditor import Auditor
+    from ..context import RequestContext
 
 __all__ = ["CentureAudit", "install"]
 
@@ -38,16 +39,19 @@ def install(app: Flask, auditor: Auditor) -> Flask:
     # Flask matches the URL before dispatching, then forgets the request before the WSGI middleware sees the
     # response: note the view, rule and arguments on the audit context on the way in. Wrapping dispatch_request
     # (rather than a before_request hook) costs one call, where Flask's hook machinery costs several.
+    def note_route(ctx: RequestContext) -> None:
+        req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not three
+        rule = req.url_rule
+        if rule is not None:
+            ctx.route = rule.rule
+            ctx.endpoint = view_functions.get(rule.endpoint)
+            req.environ[ROUTE_METHODS_KEY] = rule.methods  # a form view's GET is not its POST: see `records`
+        ctx.path_params = req.view_args
+
     def audited_dispatch_request(*args: Any, **kwargs: Any) -> Any:
         ctx = current_request()
         if ctx is not None:
-            req = request._get_current_object()  # type: ignore[attr-defined]  # one proxy lookup, not three
-            rule = req.url_rule
-            if rule is not None:
-                ctx.route = rule.rule
-                ctx.endpoint = view_functions.get(rule.endpoint)
-                req.environ[ROUTE_METHODS_KEY] = rule.methods  # a form view's GET is not its POST: see `records`
-            ctx.path_params = req.view_args
+            note_route(ctx)
         return dispatch_request(*args, **kwargs)
 
     # Every response Flask makes passes here (views, error handlers, before_request short-cuts), and leaves after the
@@ -57,11 +61,14 @@ def install(app: Flask, auditor: Auditor) -> Flask:
     def audited_finalize_request(rv: Any, from_error_handler: bool = False) -> Any:
         if isinstance(rv, HTTPException):
             rv = rv.get_response(request.environ)
+        ctx = current_request()
+        if ctx is not None and ctx.endpoint is None and ctx.route is None:
+            # A before_request hook answered (a rate limit, an auth refusal): the URL was matched all the same, and
+            # the endpoint's own annotation, not `RecordAll`'s catch-all, decides whether this request is recorded.
+            note_route(ctx)
         response = finalize_request(rv, from_error_handler)
-        if getattr(response, "is_sequence", False):
-            ctx = current_request()
-            if ctx is not None and ctx.environ is not None:
-                ctx.environ[BODY_COMPLETE_KEY] = True
+        if getattr(response, "is_sequence", False) and ctx is not None and ctx.environ is not None:
+            ctx.environ[BODY_COMPLETE_KEY] = True
         return response
 
     app.dispatch_request = audited_dispatch_request  # type: ignore[method-assign]
