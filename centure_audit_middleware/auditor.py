@@ -17,6 +17,7 @@ from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
 from .delivery.dispatcher import Dispatcher, DispatcherConfig, sink_rate_limits
+from .delivery.location import is_postgres_url
 from .delivery.policy import RetryPolicy
 from .delivery.redact import DEFAULT_REDACT_PATTERNS, Redactor
 from .events import Actor, AuditEvent, GeoInfo, UserAgentInfo
@@ -65,6 +66,13 @@ def _after_fork_in_child() -> None:
 
 
 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child)
+
+
+def _outbox_location(outbox: str | os.PathLike[str] | None) -> str:
+    """A ``postgresql://`` URL as it is; a file made absolute from the start (a later chdir, by a test or a daemon,
+    must not move the outbox)."""
+    location = os.fspath(outbox or os.environ.get("CENTURE_AUDIT_OUTBOX") or "audit-outbox.db")
+    return location if is_postgres_url(location) else os.path.abspath(location)
 
 
 def live_auditors() -> list[Auditor]:
@@ -183,8 +191,7 @@ class Auditor:
             self.sinks,
             builder,
             DispatcherConfig(
-                # Absolute from the start: a later chdir (a test, a daemon) must not move the outbox.
-                outbox_path=os.path.abspath(outbox or os.environ.get("CENTURE_AUDIT_OUTBOX") or "audit-outbox.db"),
+                outbox_path=_outbox_location(outbox),
                 commit_interval=commit_interval,
                 max_queue=max_queue,
                 retry=retry or RetryPolicy(),

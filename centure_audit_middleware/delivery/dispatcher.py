@@ -21,17 +21,21 @@ from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import PendingEvent, RequestContext
 from ..events import AuditEvent, EventError, new_event_id
 from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
 from .builder import EventBuilder
 from .forking import after_fork_in_child
+from .location import is_postgres_url, spill_prefix
 from .lock import SenderLock
-from .outbox import Claim, Outbox, OutboxStats
+from .outbox import Claim, Outbox, OutboxStats, open_outbox
 from .policy import RateLimiter, RetryPolicy
 from .spill import Spill
+
+if TYPE_CHECKING:
+    from .pg_outbox import PostgresOutbox, PostgresRateLimiter
 
 __all__ = ["Dispatcher", "DispatcherConfig", "sink_rate_limits"]
 
@@ -140,7 +144,7 @@ class _Write:
 
 
 class _SinkState:
-    def __init__(self, sink: Sink, limiter: RateLimiter | None) -> None:
+    def __init__(self, sink: Sink, limiter: RateLimiter | PostgresRateLimiter | None) -> None:
         self.sink = sink
         self.limiter = limiter
         self.wake = threading.Event()
@@ -169,15 +173,22 @@ class Dispatcher:
         self.config = config
         self._log = _QuietLog(config.log_interval)
         self._max_queue = config.max_queue
-        self._outbox: Outbox | None = None
+        self._outbox: Outbox | PostgresOutbox | None = None
         if config.delivery not in ("in-process", "relay", "sender"):
             raise ValueError(f"delivery must be 'in-process' or 'relay', not {config.delivery!r}")
         self._commits = config.delivery != "sender"
         self._sends = config.delivery != "relay"
         self._captures = config.delivery == "relay"
         self._completing = threading.Lock()  # one sender thread at a time completes captured events
-        self._sender_lock = SenderLock(config.outbox_path)
-        self._spill = Spill(config.outbox_path)
+        #: a PostgreSQL outbox: any number of processes send at once (SKIP LOCKED), no sender lock
+        self._shared = is_postgres_url(config.outbox_path)
+        self._outbox_errors: tuple[type[BaseException], ...] = (sqlite3.Error, OSError)
+        if self._shared:
+            import psycopg
+
+            self._outbox_errors += (psycopg.Error,)
+        self._sender_lock = SenderLock(config.outbox_path) if not self._shared else None
+        self._spill = Spill(spill_prefix(config.outbox_path) if self._shared else config.outbox_path)
         self._spill_at = min(config.spill_at, config.max_queue)
         self._init_state()
         after_fork_in_child(self, Dispatcher._after_fork_in_child)
@@ -200,23 +211,29 @@ class Dispatcher:
         self._spilled = 0  # events this process spilled, in all
         self._spilled_waiting = 0  # of those, not yet moved into the outbox
         self._orphans_due = True  # look for spill files left by dead processes in the next round
-        self._states = {
-            s.name: _SinkState(
-                s, RateLimiter(*self.config.rate_limits[s.name]) if s.name in self.config.rate_limits else None
-            )
-            for s in self.sinks
-        }
+        self._states = {s.name: _SinkState(s, self._limiter(s.name)) for s in self.sinks}
         inline = self.config.delivery == "in-process"  # in relay mode the relay delivers every sink
         self._inline_states = [self._states[s.name] for s in self.sinks if s.inline and inline]
         self._remote_names = [s.name for s in self.sinks if not (s.inline and inline)]
         self._sink_names = [s.name for s in self.sinks]
 
+    def _limiter(self, name: str) -> RateLimiter | PostgresRateLimiter | None:
+        limit = self.config.rate_limits.get(name)
+        if limit is None:
+            return None
+        if self._shared:  # the API limits per key, not per process: the fleet shares one bucket
+            from .pg_outbox import PostgresRateLimiter
+
+            return PostgresRateLimiter(lambda: self.outbox, name, *limit)  # type: ignore[arg-type,return-value]
+        return RateLimiter(*limit)
+
     @property
-    def outbox(self) -> Outbox:
+    def outbox(self) -> Outbox | PostgresOutbox:
         if self._outbox is None:
             with self._lock:
                 if self._outbox is None:
-                    self._outbox = Outbox(self.config.outbox_path)
+                    role = "relay" if self.config.delivery == "sender" else "app"
+                    self._outbox = open_outbox(self.config.outbox_path, role=role)
         return self._outbox
 
     # -- the request path ----------------------------------------------------------------------------------------
@@ -331,11 +348,11 @@ class Dispatcher:
         return True
 
     def _outbox_empty(self) -> bool:
-        if self._outbox is None and not os.path.exists(self.config.outbox_path):
+        if self._outbox is None and not self._shared and not os.path.exists(self.config.outbox_path):
             return True  # never written here nor by anyone: nothing owed (and no file made to say so)
         try:
             return not any(self.outbox.has_pending(name) for name in self._states)
-        except (sqlite3.Error, OSError) as exc:  # unreadable outbox: not known to be empty, and flush() must not raise
+        except self._outbox_errors as exc:  # unreadable outbox: not known to be empty, and flush() must not raise
             self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
             return False
 
@@ -374,7 +391,8 @@ class Dispatcher:
                 self._log(logging.WARNING, "release", "could not release outbox leases: %r", exc)
             self._outbox.close()
             self._outbox = None  # reopened on the next event, if any
-        self._sender_lock.release()
+        if self._sender_lock is not None:
+            self._sender_lock.release()
         if close_sinks:
             self._close_sinks()
         return flushed
@@ -558,7 +576,7 @@ class Dispatcher:
     def _send_loop(self, state: _SinkState) -> None:
         name = state.sink.name
         while not self._stop.is_set():
-            if not self._sender_lock.held and not self._take_sender_lock():
+            if self._sender_lock is not None and not self._sender_lock.held and not self._take_sender_lock():
                 # Another process sends for this outbox: stand by, and take over within an interval if it dies.
                 state.wake.wait(self.config.standby_interval)
                 state.wake.clear()
@@ -573,6 +591,7 @@ class Dispatcher:
                 state.wake.clear()
 
     def _take_sender_lock(self) -> bool:
+        assert self._sender_lock is not None
         if not self._sender_lock.try_acquire():
             return False
         try:
@@ -764,7 +783,7 @@ class Dispatcher:
         outbox: OutboxStats | None = None
         try:
             outbox = self.outbox.stats()
-        except (sqlite3.Error, OSError) as exc:  # the counters matter most when the disk is the problem: still answer
+        except self._outbox_errors as exc:  # the counters matter most when the disk is the problem: still answer
             self._log(logging.ERROR, "outbox", "audit outbox unavailable: %r", exc)
         return {
             # _in_progress: popped by the committer, not yet counted (else "recorded" dips while a batch commits).

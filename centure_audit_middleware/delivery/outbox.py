@@ -23,9 +23,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Claim", "DeadLetter", "Outbox", "OutboxStats"]
+if TYPE_CHECKING:
+    from .pg_outbox import PostgresOutbox
+
+__all__ = ["Claim", "DeadLetter", "Outbox", "OutboxStats", "SenderInfo", "due_at", "new_owner", "open_outbox"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -78,6 +81,36 @@ class OutboxStats:
     oldest_pending_age: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class SenderInfo:
+    """A sender a PostgreSQL outbox has seen (`centure-audit outbox status`)."""
+
+    owner: str
+    host: str
+    pid: int
+    role: str
+    started_at: float
+    #: seconds since its last heartbeat
+    silent_for: float
+    alive: bool
+
+
+def open_outbox(location: str, *, role: str = "app") -> Outbox | PostgresOutbox:
+    """The outbox at `location`: a ``postgresql://`` URL (the `postgres` extra), else a SQLite file. `role` is what a
+    PostgreSQL outbox's heartbeats say this process is ("app", "relay", "cli")."""
+    from .location import is_postgres_url
+
+    if is_postgres_url(location):
+        try:
+            from .pg_outbox import PostgresOutbox
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError(
+                "a PostgreSQL outbox needs psycopg: pip install 'centure-audit-middleware[postgres]'"
+            ) from exc
+        return PostgresOutbox(location, role=role)
+    return Outbox(location)
+
+
 def _add_captured_column(conn: sqlite3.Connection) -> None:
     """`events.captured`: 1 for an event an app in relay mode committed as captured (redacted, not yet fitted or
     enriched); the relay completes it once, in place, before any claim. Added to outboxes made before it existed."""
@@ -91,7 +124,7 @@ def _add_captured_column(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX IF NOT EXISTS events_captured ON events (id) WHERE captured = 1")
 
 
-def _due(event_id: str, now: float) -> float:
+def due_at(event_id: str, now: float) -> float:
     """When a new delivery is first due: the moment its event's UUIDv7 id was made (capped at `now`), so that claims,
     ordered by due time, send the oldest events first whatever order their rows were committed in (a burst's spill
     is committed after events handed off later). Any other id is due now."""
@@ -103,7 +136,7 @@ def _due(event_id: str, now: float) -> float:
     return now
 
 
-def _new_owner() -> str:
+def new_owner() -> str:
     """A lease owner: which host and process hold a lease (what `outbox status` shows), unique per outbox opened."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
@@ -138,10 +171,13 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, 
 class Outbox:
     """One per process; each thread gets its own connection (sqlite3 connections are not shared across threads)."""
 
+    #: one sender at a time per file (the sender lock, see `SenderLock`)
+    concurrent_senders = False
+
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.owner = _new_owner()
+        self.owner = new_owner()
         self._busy_timeout = busy_timeout
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
@@ -192,7 +228,7 @@ class Outbox:
         self._local = threading.local()
         self._connections = []
         self._lock = threading.Lock()
-        self.owner = _new_owner()
+        self.owner = new_owner()
 
     def release_foreign_leases(self) -> int:
         """Hand back every lease held by another owner. Only for the holder of the outbox's sender lock: since only
@@ -240,7 +276,7 @@ class Outbox:
             conn.executemany(insert, events)
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
-                [(sink, event_id, _due(event_id, now)) for event_id, _, _ in events for sink in sinks],
+                [(sink, event_id, due_at(event_id, now)) for event_id, _, _ in events for sink in sinks],
             )
             if dead:
                 conn.executemany(
@@ -267,7 +303,7 @@ class Outbox:
             conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b in done])
             conn.executemany(
                 "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
-                [(sink, i, _due(i, now)) for i, _ in done for sink in sinks],
+                [(sink, i, due_at(i, now)) for i, _ in done for sink in sinks],
             )
             conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b, _ in dead])
             conn.executemany(
@@ -334,6 +370,10 @@ class Outbox:
             )
 
     # -- reading and operating -----------------------------------------------------------------------------------
+    def senders(self) -> list[SenderInfo]:
+        """Senders are not tracked in a file outbox: its sender lock admits one, on this host."""
+        return []
+
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         """Rows of one read, run to its end under the same lock as writes: a fork (see `_before_fork`) must never
         land in the middle of a statement either, or the child inherits SQLite's bookkeeping of a lock that no

@@ -73,8 +73,10 @@ class Relay:
 
     @property
     def sending(self) -> bool:
-        """Whether this relay holds the outbox's sender lock (the others stand by)."""
-        return self.dispatcher._sender_lock.held
+        """Whether this relay sends now: it holds the file outbox's sender lock (the others stand by), or the outbox
+        is on PostgreSQL, where every relay sends."""
+        lock = self.dispatcher._sender_lock
+        return lock is None or lock.held
 
     def start(self) -> None:
         self.dispatcher.start()

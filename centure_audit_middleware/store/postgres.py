@@ -30,6 +30,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..events import AuditEvent
+from ..pg_schema import SchemaTooNew, apply_migrations
 from .base import SqlEventStore, StoredRow, StoreError, StoreUnavailable, check_retention_days, event_row
 from .query import Dialect, EventQuery, TextCondition, escape_like, from_micros, to_micros
 
@@ -39,9 +40,6 @@ logger = logging.getLogger(__name__)
 
 COMPONENT: Final = "store"
 PRUNE_BATCH: Final = 5000
-#: pg_advisory_xact_lock key for schema migrations ("centure" in ASCII); the same for every component and schema,
-#: which only means that unrelated migrations wait for each other at startup.
-MIGRATION_LOCK: Final = 0x63656E74757265
 
 _V1: Final = (
     """CREATE TABLE audit_events (
@@ -200,34 +198,19 @@ class PostgresStore(SqlEventStore):
     # --- schema ---
 
     def _migrate(self) -> None:
-        with self._pool.connection() as conn, conn.transaction():
-            conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+        def create_schema(conn: psycopg.Connection[Any]) -> None:
             if self.schema is not None:
                 conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
-            conn.execute(
-                """CREATE TABLE IF NOT EXISTS centure_audit_schema (
-                    component text NOT NULL,
-                    version integer NOT NULL,
-                    applied_at timestamptz NOT NULL DEFAULT now(),
-                    PRIMARY KEY (component, version)
-                )"""
-            )
-            row = conn.execute(
-                "SELECT coalesce(max(version), 0) FROM centure_audit_schema WHERE component = %s", (COMPONENT,)
-            ).fetchone()
-            current = int(row[0]) if row else 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(f"event store schema v{current} is newer than this library's v{SCHEMA_VERSION}")
-            for version, statements in MIGRATIONS:
-                if version <= current:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                if version == 1:
-                    self._create_trigram_index(conn)
-                conn.execute(
-                    "INSERT INTO centure_audit_schema (component, version) VALUES (%s, %s)", (COMPONENT, version)
-                )
+
+        def after_each(conn: psycopg.Connection[Any], version: int) -> None:
+            if version == 1:
+                self._create_trigram_index(conn)
+
+        with self._pool.connection() as conn:
+            try:
+                apply_migrations(conn, COMPONENT, MIGRATIONS, before=create_schema, after_each=after_each)
+            except SchemaTooNew as exc:
+                raise StoreError(f"event store: {exc}") from None
 
     @staticmethod
     def _create_trigram_index(conn: psycopg.Connection[Any]) -> None:

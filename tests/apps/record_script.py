@@ -31,6 +31,7 @@ from contextlib import AbstractContextManager, ExitStack
 from typing import Any
 
 from centure_audit_middleware import Auditor, Target
+from centure_audit_middleware.delivery.outbox import Outbox
 
 from .reliability_app import ACTION, ACTOR, ORG, make_auditor
 
@@ -131,10 +132,12 @@ def fork(args: argparse.Namespace) -> None:
     enrich_held.wait(5)
     app = create_fastapi_app(auditor)  # installing starts the dispatcher (and a warm-up thread, blocked here)
     dispatcher = auditor.dispatcher
+    outbox = dispatcher.outbox
+    assert isinstance(outbox, Outbox)  # this mode is about SQLite's in-process lock bookkeeping
 
     # Every other lock a thread of the delivery path may hold at any moment: the dispatcher's, the outbox's (new
     # connections) and each sink's (e.g. WorkOSSink's, held while a process's first send builds its client).
-    locks: list[AbstractContextManager[Any]] = [dispatcher._lock, dispatcher._committed, dispatcher.outbox._lock]
+    locks: list[AbstractContextManager[Any]] = [dispatcher._lock, dispatcher._committed, outbox._lock]
     locks += [sink._lock for sink in auditor.sinks if hasattr(sink, "_lock")]
 
     def hold_locks() -> None:
@@ -151,7 +154,7 @@ def fork(args: argparse.Namespace) -> None:
         # An outbox write transaction in progress (a group commit or a claim, fsync included) when the main thread
         # forks. SQLite keeps its lock bookkeeping in process memory: a child forked mid-transaction inherits a write
         # lock that no thread of its own will ever release.
-        with dispatcher.outbox._transaction():
+        with outbox._transaction():
             in_transaction.set()
             time.sleep(0.5)
 

@@ -1,0 +1,190 @@
+"""The outbox on PostgreSQL (`PostgresOutbox`): the SQLite outbox's contract, plus what a fleet needs: concurrent
+claims (SKIP LOCKED), heartbeats that hand a dead sender's leases back within seconds, a rate limit shared by every
+sender, and captured events completed once however many relays race for them. Against a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from centure_audit_middleware import Auditor, Target
+from centure_audit_middleware.delivery.dispatcher import Dispatcher, DispatcherConfig
+from centure_audit_middleware.delivery.outbox import open_outbox
+from centure_audit_middleware.delivery.pg_outbox import PostgresOutbox, PostgresRateLimiter
+from centure_audit_middleware.delivery.relay import Relay
+from centure_audit_middleware.events import new_event_id
+from centure_audit_middleware.sinks import WorkOSSink
+from centure_audit_middleware.testing import WorkOSEmulator
+
+from .conftest import ALICE, ORG
+from .pg_outbox_fixtures import pg_outbox_url
+from .reliability_support import wait_until
+
+__all__ = ["pg_outbox_url"]  # the fixture, imported for pytest
+
+pytestmark = pytest.mark.postgres
+
+
+def rows(n: int, prefix: str = "e") -> list[tuple[str, float, str]]:
+    return [(new_event_id(), time.time(), f'{{"n": "{prefix}{i}"}}') for i in range(n)]
+
+
+def test_a_postgresql_url_opens_a_postgresql_outbox(pg_outbox_url: str) -> None:
+    outbox = open_outbox(pg_outbox_url)
+    try:
+        assert isinstance(outbox, PostgresOutbox)
+        assert ":***@" in outbox.path and ":centure_test@" not in outbox.path  # the password never shows
+    finally:
+        outbox.close()
+
+
+def test_add_claim_settle_dead_letters_replay_and_purge(pg_outbox_url: str) -> None:
+    outbox = PostgresOutbox(pg_outbox_url)
+    try:
+        events = rows(5)
+        outbox.add(events, ["workos", "store"], dead=[(new_event_id(), time.time(), '{"error": "no org"}', "no org")])
+        assert outbox.stats("workos").pending == 5 and outbox.stats("workos").dead == 1
+        claims = outbox.claim("workos", 10, lease=60)
+        assert [c.event_id for c in claims] == sorted(e[0] for e in events)  # UUIDv7: oldest first
+        assert outbox.claim("workos", 10, lease=60) == []  # leased
+        first, second, third, *rest = (c.event_id for c in claims)
+        outbox.settle("workos", delivered=[first], retry=[(second, time.time() + 3600, "503")], dead=[(third, "400")])
+        outbox.settle("workos", release=rest)
+        stats = outbox.stats("workos")
+        assert (stats.pending, stats.dead) == (3, 2)
+        assert {d.event_id for d in outbox.dead_letters("workos")} >= {third}
+        assert outbox.replay("workos", [third]) == 1
+        # The event delivered to WorkOS stays while the store still owes it, then goes.
+        outbox.settle("store", delivered=[c.event_id for c in outbox.claim("store", 10, lease=60)])
+        assert outbox.stats("store").pending == 0
+        assert outbox.purge(dead_only=False) >= 3
+        assert outbox.stats().pending == 0 and outbox.stats().dead == 0
+    finally:
+        outbox.close()
+
+
+def test_concurrent_claims_never_hand_a_row_to_two_senders(pg_outbox_url: str) -> None:
+    outboxes = [PostgresOutbox(pg_outbox_url) for _ in range(4)]
+    try:
+        outboxes[0].add(rows(2000), ["workos"])
+        claimed: list[Counter[str]] = [Counter() for _ in outboxes]
+
+        def drain(k: int) -> None:
+            while batch := outboxes[k].claim("workos", 50, lease=60):
+                claimed[k].update(c.event_id for c in batch)
+                outboxes[k].settle("workos", delivered=[c.event_id for c in batch])
+
+        threads = [threading.Thread(target=drain, args=(k,)) for k in range(len(outboxes))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = sum(claimed, Counter())
+        assert len(total) == 2000 and set(total.values()) == {1}
+        assert sum(1 for c in claimed if c) >= 2  # they really ran side by side
+        assert outboxes[0].stats().pending == 0
+    finally:
+        for outbox in outboxes:
+            outbox.close()
+
+
+def test_a_silent_senders_leases_are_handed_back_within_seconds(pg_outbox_url: str) -> None:
+    """A sender whose heartbeat stops (SIGKILL, host gone) loses its leases once `dead_after` passes, long before the
+    leases themselves (an hour here) would expire."""
+    dead = PostgresOutbox(pg_outbox_url, dead_after=1.0)
+    alive = PostgresOutbox(pg_outbox_url, dead_after=1.0)
+    try:
+        dead.add(rows(20), ["workos"])
+        assert len(dead.claim("workos", 20, lease=3600)) == 20
+        dead._stop_beating.set()  # it stops beating: as if killed (its rows stay leased)
+        assert alive.claim("workos", 20, lease=3600) == []
+        started = time.monotonic()
+        assert wait_until(lambda: len(alive.claim("workos", 20, lease=3600)) == 20, 10)
+        assert time.monotonic() - started < 5
+        assert any(s.owner == alive.owner and s.alive for s in alive.senders())
+        assert any(s.owner == dead.owner and not s.alive for s in alive.senders())
+    finally:
+        alive.close()
+        dead.close()
+
+
+def test_a_late_settle_by_a_sender_that_lost_its_lease_changes_nothing(pg_outbox_url: str) -> None:
+    slow = PostgresOutbox(pg_outbox_url)
+    fast = PostgresOutbox(pg_outbox_url)
+    try:
+        slow.add(rows(1), ["workos"])
+        [claim] = slow.claim("workos", 1, lease=0.01)
+        time.sleep(0.05)  # the lease runs out (a slow send)
+        [again] = fast.claim("workos", 1, lease=60)
+        slow.settle("workos", retry=[(claim.event_id, time.time() + 3600, "timeout")])
+        assert fast.claim("workos", 1, lease=60) == []  # still fast's: the retry did not hand it back
+        fast.settle("workos", delivered=[again.event_id])
+        assert fast.stats().pending == 0
+    finally:
+        slow.close()
+        fast.close()
+
+
+def test_the_rate_limit_is_one_bucket_for_every_sender(pg_outbox_url: str) -> None:
+    outbox = PostgresOutbox(pg_outbox_url)
+    try:
+        limiters = [PostgresRateLimiter(lambda: outbox, "workos", 5, 60.0) for _ in range(3)]
+        refused = threading.Event()
+        refused.set()  # acquire() then answers at once: a token now, or no
+        granted = sum(limiter.acquire(refused) for _ in range(4) for limiter in limiters)
+        assert granted == 5  # 5 per minute, whichever sender asks
+    finally:
+        outbox.close()
+
+
+def test_two_relays_complete_each_captured_event_once(pg_outbox_url: str, workos_emulator: WorkOSEmulator) -> None:
+    app = Auditor(
+        sinks=[WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)],
+        outbox=pg_outbox_url,
+        delivery="relay",
+        geoip=False,
+    )
+    for i in range(300):
+        app.record("report.export", actor=ALICE, organization=ORG, targets=[Target("report", id=f"cap-{i}")])
+    assert app.flush(10)
+    assert workos_emulator.requests == []  # the app only committed
+    relays = [Relay.for_auditor(app, pg_outbox_url) for _ in range(2)]
+    try:
+        for relay in relays:
+            relay.start()
+            assert relay.sending  # on PostgreSQL every relay sends
+        assert wait_until(lambda: len(workos_emulator.events) >= 300, 30)
+        assert relays[0].flush(10)
+    finally:
+        for relay in relays:
+            relay.close()
+        app.close()
+    targets = Counter(e.event["targets"][0]["id"] for e in workos_emulator.events)
+    assert len(targets) == 300 and set(targets.values()) == {1}
+    assert set(workos_emulator.count_by_key().values()) == {1}
+
+
+def test_an_auditor_delivers_through_a_postgresql_outbox(pg_outbox_url: str, workos_emulator: WorkOSEmulator) -> None:
+    sink = WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)
+    auditor = Auditor(sinks=[sink], outbox=pg_outbox_url, geoip=False)
+    try:
+        for i in range(200):
+            auditor.record("report.export", actor=ALICE, organization=ORG, targets=[Target("report", id=f"r-{i}")])
+        assert auditor.flush(20)
+        stats = auditor.stats()
+        assert stats["outbox_depth"] == 0 and stats["sinks"]["workos"]["sent"] == 200
+    finally:
+        auditor.close()
+    assert len({e.event["targets"][0]["id"] for e in workos_emulator.events}) == 200
+
+
+def test_a_dispatcher_with_an_unreachable_database_holds_events_and_never_raises() -> None:
+    dispatcher = Dispatcher(
+        [],
+        Auditor.for_tests().dispatcher.builder,
+        DispatcherConfig(outbox_path="postgresql://nobody@127.0.0.1:9/none?connect_timeout=1"),
+    )
+    assert dispatcher.stats()["outbox_depth"] is None  # unknown, not zero, and no exception
