@@ -181,7 +181,7 @@ def test_a_dead_letter_keeps_the_event_and_replay_never_wedges(tmp_path: Path) -
     auditor.close()
     assert [e.action for e in memory.events] == ["project.read"]
     status = _cli(outbox, "status", "--json")
-    assert json.loads(status.stdout)["workos-like"]["pending"] == 0
+    assert json.loads(status.stdout)["sinks"]["workos-like"]["pending"] == 0
     reasons = sorted(json.loads(line)["reason"] for line in _cli(outbox, "dead", "--json").stdout.splitlines())
     assert len(reasons) == 2
     assert all(r.startswith("not a deliverable event") for r in reasons), reasons

@@ -4,6 +4,8 @@ sender, and captured events completed once however many relays race for them. Ag
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter
@@ -188,3 +190,35 @@ def test_a_dispatcher_with_an_unreachable_database_holds_events_and_never_raises
         DispatcherConfig(outbox_path="postgresql://nobody@127.0.0.1:9/none?connect_timeout=1"),
     )
     assert dispatcher.stats()["outbox_depth"] is None  # unknown, not zero, and no exception
+
+
+def test_outbox_status_shows_the_fleet(pg_outbox_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`centure-audit outbox status` on PostgreSQL: depth per sink, oldest age, dead letters, and the senders seen."""
+    from centure_audit_middleware.cli import main
+
+    sender = PostgresOutbox(pg_outbox_url, role="relay")
+    try:
+        sender.add(rows(3), ["workos"], dead=[(new_event_id(), time.time(), '{"error": "x"}', "no organization")])
+        sender.claim("workos", 1, lease=60)  # a claim starts its heartbeat
+        assert main(["outbox", "--outbox", pg_outbox_url, "status", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["sinks"]["workos"]["pending"] == 3 and report["sinks"]["workos"]["dead"] == 1
+        assert report["sinks"]["workos"]["oldest_pending_age"] is not None
+        [seen] = report["senders"]
+        assert (seen["pid"], seen["role"], seen["alive"]) == (os.getpid(), "relay", True)
+        assert main(["outbox", "--outbox", pg_outbox_url, "status"]) == 0
+        text = capsys.readouterr().out
+        assert "workos" in text and "relay" in text and "alive" in text
+        assert "centure_test@" not in text  # no password in what an operator may paste
+    finally:
+        sender.close()
+
+
+def test_outbox_status_on_an_unreachable_database_is_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from centure_audit_middleware.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["outbox", "--outbox", "postgresql://u:secret@127.0.0.1:9/none?connect_timeout=1", "status"])
+    assert exc.value.code == 1
+    err = capsys.readouterr().err
+    assert "cannot open postgresql://u:***@127.0.0.1:9/none" in err and "secret" not in err

@@ -1,12 +1,15 @@
 """`centure-audit outbox status | dead | replay | purge`: look after the delivery outbox of a running or stopped app.
 
-Works on the file directly (the app may be running: SQLite's WAL lets readers in, and writes take the same lock as
-the dispatcher's), so an operator can see a backlog, read dead letters and decide what to replay.
+Works on the outbox directly while apps and relays run: a SQLite file (WAL lets readers in, and writes take the same
+lock as the dispatcher's) or a PostgreSQL database (``--outbox postgresql://...``), where `status` also lists the
+senders of the fleet (host, pid, role, last heartbeat). An operator can see a backlog, read dead letters and decide
+what to replay.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -25,12 +28,16 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--outbox",
         default=os.environ.get("CENTURE_AUDIT_OUTBOX", "audit-outbox.db"),
-        help="the outbox file (default: $CENTURE_AUDIT_OUTBOX or ./audit-outbox.db)",
+        help="the outbox file or postgresql:// URL (default: $CENTURE_AUDIT_OUTBOX or ./audit-outbox.db)",
     )
     actions = parser.add_subparsers(dest="outbox_command", required=True, metavar="ACTION")
 
-    status = actions.add_parser("status", help="pending and dead deliveries per sink, oldest pending age")
-    status.add_argument("--json", action="store_true", help="one JSON object: per sink, pending, dead, oldest age")
+    status = actions.add_parser(
+        "status", help="pending and dead deliveries per sink, oldest pending age, and (PostgreSQL) the senders seen"
+    )
+    status.add_argument(
+        "--json", action="store_true", help='one JSON object: {"sinks": {sink: {pending, dead, oldest age}}, "senders"}'
+    )
     status.set_defaults(handler=_status)
 
     dead = actions.add_parser("dead", help="list dead letters with their reasons")
@@ -52,9 +59,25 @@ def register(subparsers: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
+    from ..delivery.location import is_postgres_url, redact_dsn
     from ..delivery.outbox import Outbox
 
     path = args.outbox
+    if is_postgres_url(path):
+        try:
+            from ..delivery.pg_outbox import PostgresOutbox
+        except ImportError:
+            print(
+                "centure-audit outbox: a PostgreSQL outbox needs psycopg: "
+                "pip install 'centure-audit-middleware[postgres]'",
+                file=sys.stderr,
+            )
+            raise SystemExit(2) from None
+        try:
+            return PostgresOutbox(path, role="cli")
+        except Exception as exc:  # unreachable server, bad credentials: say so, not a traceback
+            print(f"centure-audit outbox: cannot open {redact_dsn(path)}: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
     problem = _not_an_outbox(path)
     if problem:
         print(f"centure-audit outbox: {problem}", file=sys.stderr)
@@ -83,11 +106,6 @@ def _not_an_outbox(path: str) -> str | None:
     return None
 
 
-def _sinks(outbox: Any) -> list[str]:
-    rows = outbox._query("SELECT DISTINCT sink FROM deliveries ORDER BY sink")
-    return [row[0] for row in rows]
-
-
 def _age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
@@ -97,25 +115,28 @@ def _age(seconds: float | None) -> str:
 def _status(args: argparse.Namespace) -> int:
     outbox = _open(args)
     try:
-        report = {sink: outbox.stats(sink) for sink in _sinks(outbox)}
+        report = {sink: outbox.stats(sink) for sink in outbox.sinks()}
+        senders = outbox.senders()
     finally:
         outbox.close()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    s: {"pending": r.pending, "dead": r.dead, "oldest_pending_age": r.oldest_pending_age}
-                    for s, r in report.items()
-                }
-            )
-        )
+        sinks = {
+            s: {"pending": r.pending, "dead": r.dead, "oldest_pending_age": r.oldest_pending_age}
+            for s, r in report.items()
+        }
+        print(json.dumps({"sinks": sinks, "senders": [dataclasses.asdict(sender) for sender in senders]}))
         return 0
     if not report:
-        print(f"{args.outbox}: empty")
-        return 0
-    print(f"{'sink':<16} {'pending':>9} {'dead':>9} {'oldest pending':>16}")
-    for sink, stats in report.items():
-        print(f"{sink:<16} {stats.pending:>9} {stats.dead:>9} {_age(stats.oldest_pending_age):>16}")
+        print(f"{outbox.path}: empty")
+    else:
+        print(f"{'sink':<16} {'pending':>9} {'dead':>9} {'oldest pending':>16}")
+        for sink, stats in report.items():
+            print(f"{sink:<16} {stats.pending:>9} {stats.dead:>9} {_age(stats.oldest_pending_age):>16}")
+    if senders:
+        print(f"\n{'sender':<28} {'pid':>8} {'role':<6} {'last heartbeat':>15}  state")
+        for sender in senders:
+            state = "alive" if sender.alive else "gone (its leases are handed back)"
+            print(f"{sender.host[:28]:<28} {sender.pid:>8} {sender.role:<6} {sender.silent_for:>13.1f} s  {state}")
     return 0
 
 

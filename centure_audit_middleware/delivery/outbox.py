@@ -370,6 +370,10 @@ class Outbox:
             )
 
     # -- reading and operating -----------------------------------------------------------------------------------
+    def sinks(self) -> list[str]:
+        """The sinks that have deliveries (pending or dead) in this outbox."""
+        return [row[0] for row in self._query("SELECT DISTINCT sink FROM deliveries ORDER BY sink")]
+
     def senders(self) -> list[SenderInfo]:
         """Senders are not tracked in a file outbox: its sender lock admits one, on this host."""
         return []
