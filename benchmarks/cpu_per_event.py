@@ -25,6 +25,8 @@ Rows (configurations):
 - `workos-sdk` (only with `--rows`): the same with `WorkOSSink(transport="sdk")`, the SDK's own httpx client.
 - `relay` (`--all`): `Auditor(delivery="relay")`, sends made by `centure-audit relay` in another process; "n/a"
   while that option does not exist.
+- `record-all` (`--all`): `Auditor(record_all=RecordAll(prefixes=["/projects/"]))` and the endpoint undecorated:
+  the catch-all records every call as `api.request`, with method, route, status and path parameters as metadata.
 
 Geo: the default, whatever `Auditor()` finds with `geoip=None` (`$CENTURE_AUDIT_GEOIP_DB`, then the usual
 directories); the output says what was used. The caller's variable is ignored (`--geoip PATH` sets it), so that
@@ -62,7 +64,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from centure_audit_middleware import Actor, Auditor, Target, audit, audited
+from centure_audit_middleware import Actor, Auditor, RecordAll, Target, audit, audited
 from centure_audit_middleware.sinks.base import Sink
 from centure_audit_middleware.types import ASGIApp, Message, Scope
 
@@ -84,8 +86,10 @@ CLIENT_IP = "81.2.69.142"
 WARM_UP = 200
 FLUSH_TIMEOUT = 120.0
 RELAY_FLUSH_TIMEOUT = 10.0  # without a `centure-audit relay` process, nothing in this process may deliver
-ROWS = ("default", "workos", "relay", "workos-sdk")
-ALL_ROWS = ROWS[:3]  # --all; workos-sdk (the SDK's own, heavier HTTP client) only when asked for with --rows
+ROWS = ("default", "workos", "relay", "record-all", "workos-sdk")
+ALL_ROWS = ROWS[:4]  # --all; workos-sdk (the SDK's own, heavier HTTP client) only when asked for with --rows
+#: rows whose only sink is the local store (no emulator)
+LOCAL_ROWS = ("default", "record-all")
 #: passed as **kwargs, so that this type-checks both before and after the option exists
 RELAY: dict[str, Any] = {"delivery": "relay"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -100,8 +104,18 @@ async def create_key(request: Request) -> Response:
     return JSONResponse({"id": "key_01BENCH", "project": request.path_params["project_id"]}, status_code=201)
 
 
-def make_app() -> Starlette:
-    return Starlette(routes=[Route("/projects/{project_id}/api-keys", create_key, methods=["POST"])])
+async def create_key_undecorated(request: Request) -> Response:
+    """`create_key` without `@audited` (which marks the function itself, so it needs a function of its own)."""
+    if audit.active:
+        audit.actor(ACTOR)
+        audit.organization(ORG)
+    return JSONResponse({"id": "key_01BENCH", "project": request.path_params["project_id"]}, status_code=201)
+
+
+def make_app(row: str = "default") -> Starlette:
+    # The record-all row leaves the endpoint undecorated: the catch-all records it as api.request.
+    endpoint = create_key_undecorated if row == "record-all" else create_key
+    return Starlette(routes=[Route("/projects/{project_id}/api-keys", endpoint, methods=["POST"])])
 
 
 SCOPE: Scope = {
@@ -184,6 +198,8 @@ def make_auditor(row: str, workdir: Path, env: Env) -> Auditor:
         # Auditor() exactly as an app writes it (StoreSink() in ./audit.db, ./audit-outbox.db): the caller has made
         # the round's temporary directory the working directory.
         return Auditor()
+    if row == "record-all":
+        return Auditor(record_all=RecordAll(prefixes=["/projects/"]))
     assert env.emulator is not None
     from centure_audit_middleware.sinks import WorkOSSink
 
@@ -289,7 +305,7 @@ def measure_audited(loop: asyncio.AbstractEventLoop, row: str, n: int, env: Env,
         with contextlib.chdir(workdir), relay_process(workdir, env):
             auditor = make_auditor(row, workdir, env)
             try:
-                app = make_app()
+                app = make_app(row)
                 auditor.install(app)  # starts the dispatcher and, in the background, loads the enrichers
                 auditor.parse_user_agent(USER_AGENT)  # waits for that warm-up: no round pays for it
                 geo_seen.setdefault("geo", describe_geo(auditor))
@@ -306,7 +322,7 @@ def measure_audited(loop: asyncio.AbstractEventLoop, row: str, n: int, env: Env,
             finally:
                 auditor.close(timeout=10)
         stored = store_count(workdir / "audit.db")
-        sent = (env.emulator.count() - before) if env.emulator is not None and row != "default" else 0
+        sent = (env.emulator.count() - before) if env.emulator is not None and row not in LOCAL_ROWS else 0
         if stats["dead_lettered"] or stats["dropped"]:
             raise RuntimeError(f"{row}: events dead-lettered or dropped: {stats}")
         return Sample(cpu_s / n * 1e6, wall_s / n * 1e6, main_s / n * 1e6, flushed, stored, sent)
@@ -337,7 +353,7 @@ def check_counts(rows: list[Row], n: int) -> list[str]:
                 problems.append(f"{row.name}: not flushed within {FLUSH_TIMEOUT} s")
             if sample.stored != expected:
                 problems.append(f"{row.name}: {sample.stored} events in the store, expected {expected}")
-            if row.name != "default" and sample.sent_to_workos != expected:
+            if row.name not in LOCAL_ROWS and sample.sent_to_workos != expected:
                 problems.append(f"{row.name}: {sample.sent_to_workos} events at the emulator, expected {expected}")
     return problems
 
@@ -405,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         if "relay" in selected and not relay_supported():
             relay = next(r for r in rows if r.name == "relay")
             relay.available, relay.note = False, 'Auditor(delivery="relay") does not exist yet'
-        if any(r.name != "default" and r.available for r in rows):
+        if any(r.name not in LOCAL_ROWS and r.available for r in rows):
             env.emulator = EmulatorProcess([ORG])
             env.relay_cli = "relay" in selected and relay_cli_supported()
         measurers: dict[str, Callable[[], Sample]] = {"bare": partial(measure_bare, loop, args.events)}

@@ -17,8 +17,10 @@ Variants, in this order within each round, so drift hits them alike (the best of
 - FastAPI: bare; a pass-through pure-ASGI middleware; asgi-correlation-id; OpenTelemetry ASGI (SDK tracer,
   BatchSpanProcessor, an exporter that discards); this library's default (`Auditor.from_env()`: the local SQLite
   store); with WorkOS (`WORKOS_API_KEY` set: WorkOS plus the local store); relay (`delivery="relay"`, "n/a" until
-  that option exists; sends then happen in `centure-audit relay`, on core 1, when that command exists).
-- Flask: bare; this library's default; with WorkOS; relay.
+  that option exists; sends then happen in `centure-audit relay`, on core 1, when that command exists); the
+  catch-all (`Auditor.from_env(record_all=RecordAll(prefixes=["/projects/"]))`, the endpoint undecorated: every
+  request recorded as `api.request` with method, route, status and path parameters; the local store as sink).
+- Flask: bare; this library's default; with WorkOS; relay; the catch-all.
 WorkOS's rate limit (6,000 / 60 s) is off by default (`--workos-rate-limit default` keeps it): with it, the bucket's
 first 6,000 events go at once and the rest wait in the outbox, so a 5 s run would measure how much of the backlog
 the run happened to send rather than what sending costs. Off, the app pays for sending every event as it comes.
@@ -79,6 +81,8 @@ TARGETS: dict[tuple[str, str], float] = {
     ("fastapi", "audit"): 0.90,
     ("fastapi", "audit-workos"): 0.85,
     ("flask", "audit"): 0.93,
+    ("fastapi", "audit-all"): 0.90,
+    ("flask", "audit-all"): 0.93,
 }
 LABELS = {
     "bare": "bare",
@@ -88,10 +92,11 @@ LABELS = {
     "audit": "centure-audit default (local store)",
     "audit-workos": "centure-audit + WorkOS (emulator)",
     "audit-relay": "centure-audit relay",
+    "audit-all": "centure-audit catch-all, no decorator",
 }
 FRAMEWORKS: dict[str, tuple[str, ...]] = {
-    "fastapi": ("bare", "passthrough", "correlation-id", "otel", "audit", "audit-workos", "audit-relay"),
-    "flask": ("bare", "audit", "audit-workos", "audit-relay"),
+    "fastapi": ("bare", "passthrough", "correlation-id", "otel", "audit", "audit-workos", "audit-relay", "audit-all"),
+    "flask": ("bare", "audit", "audit-workos", "audit-relay", "audit-all"),
 }
 WRK_SCRIPT = """\
 wrk.method = "POST"
@@ -102,6 +107,8 @@ wrk.headers["Accept-Language"] = "en-GB,en;q=0.9"
 wrk.headers["Origin"] = "https://app.example.com"
 """
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: the variants that deliver to WorkOS (the emulator), besides the local store
+WORKOS_VARIANTS = ("audit-workos", "audit-relay")
 
 
 # -- tools -------------------------------------------------------------------------------------------------------
@@ -431,7 +438,7 @@ def run_one(framework: str, variant: str, options: Options, procs: Processes) ->
         )
         if variant.startswith("audit"):
             run.recorded = count_recorded(workdir)
-            if options.emulator is not None and variant != "audit":
+            if options.emulator is not None and variant in WORKOS_VARIANTS:
                 run.recorded.at_workos = options.emulator.count() - at_workos
         if os.environ.get("BENCH_DEBUG"):
             print(log.read_text(errors="replace"), file=sys.stderr)
@@ -494,7 +501,7 @@ def table(variants: list[Variant]) -> list[str]:
             if best.recorded is not None:
                 r = best.recorded
                 events = f"{r.recorded:,} / {best.requests:,}"
-                if v.name != "audit":
+                if v.name in WORKOS_VARIANTS:
                     events += f", {r.at_workos:,} at WorkOS"
                 if r.left_in_outbox:
                     events += f", {r.left_in_outbox:,} left in outbox"

@@ -16,6 +16,7 @@ readiness check. Variants (`BENCH_VARIANT`):
 | `otel` | opentelemetry-instrumentation-asgi, SDK tracer, `BatchSpanProcessor`, an exporter that discards (FastAPI) |
 | `audit`, `audit-workos` | `Auditor.from_env().install(app)`; the benchmark sets the variables |
 | `audit-relay` | the same with `delivery="relay"` |
+| `audit-all` | `Auditor.from_env(record_all=RecordAll(prefixes=["/projects/"]))`, the endpoint undecorated |
 
 The environment (`CENTURE_AUDIT_OUTBOX`, `CENTURE_AUDIT_STORE`, and for WorkOS `WORKOS_API_KEY`, `WORKOS_BASE_URL`,
 `CENTURE_AUDIT_RATE_LIMIT`) says where the outbox and the store are and where WorkOS is.
@@ -27,7 +28,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from centure_audit_middleware import Actor, Auditor, Target, audit, audited
+from centure_audit_middleware import Actor, Auditor, RecordAll, Target, audit, audited
 from centure_audit_middleware.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -43,8 +44,10 @@ ACTOR = Actor(
     name="Ada Lovelace",
     metadata={"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"},
 )
-VARIANTS_ASGI = ("bare", "passthrough", "correlation-id", "otel", "audit", "audit-workos", "audit-relay")
-VARIANTS_WSGI = ("bare", "audit", "audit-workos", "audit-relay")
+VARIANTS_ASGI = ("bare", "passthrough", "correlation-id", "otel", "audit", "audit-workos", "audit-relay", "audit-all")
+VARIANTS_WSGI = ("bare", "audit", "audit-workos", "audit-relay", "audit-all")
+#: the catch-all variant's configuration: every request under the endpoint's prefix, no annotation anywhere
+RECORD_ALL_PREFIXES = ("/projects/",)
 
 _apps: dict[str, Any] = {}
 
@@ -61,7 +64,16 @@ def _auditor(variant: str) -> Auditor | None:
         return None
     if variant == "audit-relay":
         return Auditor.from_env(delivery="relay")
+    if variant == "audit-all":
+        return Auditor.from_env(record_all=RecordAll(prefixes=RECORD_ALL_PREFIXES))
     return Auditor.from_env()
+
+
+def _annotate(variant: str, endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """The endpoint as every variant but `audit-all` declares it; that one leaves it to the catch-all."""
+    if variant == "audit-all":
+        return endpoint
+    return audited(ACTION, targets=[Target.from_path("project", "project_id")])(endpoint)
 
 
 def _identify() -> None:
@@ -107,11 +119,11 @@ def create_fastapi_app() -> FastAPI:
     async def health() -> dict[str, Any]:
         return {"ok": True, "variant": variant, "pid": os.getpid()}
 
-    @app.post("/projects/{project_id}/api-keys", status_code=201)
-    @audited(ACTION, targets=[Target.from_path("project", "project_id")])
     async def create_key(project_id: str) -> dict[str, str]:
         _identify()
         return {"id": "key_01BENCH", "project": project_id}
+
+    app.post("/projects/{project_id}/api-keys", status_code=201)(_annotate(variant, create_key))
 
     if variant == "passthrough":
         app.add_middleware(PassThrough)
@@ -140,11 +152,11 @@ def create_flask_app() -> Flask:
     def health() -> Response:
         return jsonify(ok=True, variant=variant, pid=os.getpid())
 
-    @app.post("/projects/<project_id>/api-keys")
-    @audited(ACTION, targets=[Target.from_path("project", "project_id")])
     def create_key(project_id: str) -> tuple[Response, int]:
         _identify()
         return jsonify(id="key_01BENCH", project=project_id), 201
+
+    app.post("/projects/<project_id>/api-keys")(_annotate(variant, create_key))
 
     auditor = _auditor(variant)
     if auditor is not None:
