@@ -27,6 +27,7 @@ from ..context import PendingEvent, RequestContext
 from ..events import AuditEvent, EventError, new_event_id
 from ..sinks.base import PauseDelivery, RejectEvent, RetryLater, Sink
 from .builder import EventBuilder
+from .durable import Durable
 from .forking import after_fork_in_child
 from .location import is_postgres_url, spill_prefix
 from .lock import SenderLock
@@ -208,6 +209,8 @@ class Dispatcher:
         self._spooled = 0
         self._dropped: Counter[str] = Counter()
         self._pending_writes: deque[_Write] = deque()
+        #: durable-before-response groups, committed first in the next round (which they wake at once)
+        self._durable: deque[tuple[list[RequestContext | PendingEvent], Durable]] = deque()
         self._spilled = 0  # events this process spilled, in all
         self._spilled_waiting = 0  # of those, not yet moved into the outbox
         self._orphans_due = True  # look for spill files left by dead processes in the next round
@@ -244,6 +247,20 @@ class Dispatcher:
             queue.append(item)  # deque.append is atomic in CPython: no lock on the request path
             return
         self._submit_slow(item)
+
+    def submit_durable(self, items: list[RequestContext | PendingEvent]) -> Durable:
+        """Hand events off to be committed now (never spilled): the returned `Durable` is settled once they are in
+        the outbox (or the inline sinks), or could not be. Never blocks, never raises."""
+        durable = Durable()
+        try:
+            if not self._running:
+                self.start()
+            self._durable.append((items, durable))
+            self._wake.set()  # not at the next interval: a response waits for this
+        except Exception as exc:  # pragma: no cover - last line of defence for the request path
+            self._log(logging.ERROR, "handoff", "audit hand-off failed: %r", exc)
+            durable.settle(False)
+        return durable
 
     def _submit_slow(self, item: RequestContext | PendingEvent) -> None:
         try:
@@ -413,13 +430,21 @@ class Dispatcher:
                 if self._commit_once():
                     for state in self._states.values():
                         state.wake.set()
+                if not self._queue:  # nothing waits: the inline sinks' deferred work (the store's text index)
+                    for state in self._inline_states:
+                        state.sink.idle()
             except Exception as exc:
                 self._log(logging.ERROR, "commit", "audit commit loop error: %r", exc)
 
     def _commit_once(self) -> int:
         queue = self._queue
         items: list[RequestContext | PendingEvent] = []
+        waiting: list[Durable] = []
         with self._committed:  # so that flush() never sees an item neither queued nor counted
+            while self._durable:
+                batch, durable = self._durable.popleft()
+                items += batch
+                waiting.append(durable)
             # Groups of at most 1,000: a larger group saves little (one fsync each) and holds more built events.
             while queue and len(items) < 1_000:
                 items.append(queue.popleft())
@@ -461,6 +486,12 @@ class Dispatcher:
             if events:
                 self._deliver_inline(state, events, rows, now)
         count += self._write_pending()
+        if waiting:
+            # Committed when nothing is left waiting for the outbox: this group's rows were written (and any older
+            # group held back by an unavailable outbox, which would be written first, was too).
+            committed = not self._pending_writes
+            for durable in waiting:
+                durable.settle(committed)
         if (self._spilled_waiting or self._orphans_due) and not queue:
             # Only once what was handed off before the spill is committed: the oldest events go out first.
             self._move_spill(now)

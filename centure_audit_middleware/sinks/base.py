@@ -69,5 +69,9 @@ class Sink(ABC):
         of encoding the event again. Override it for that; by default the same as `send_many(events)`."""
         return self.send_many(events)
 
+    def idle(self) -> None:
+        """Called by the committer, for an inline sink, in a round that left nothing waiting: a moment for deferred
+        work (the store's text index), kept short (it delays the next round). Must not raise."""
+
     def close(self) -> None:
         """Release resources; called by `Auditor.close()`, possibly more than once: must be idempotent."""

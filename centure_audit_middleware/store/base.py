@@ -204,6 +204,11 @@ class EventStore(ABC):
     def organizations(self) -> list[str]:
         """Organizations that have stored events or a retention policy, sorted."""
 
+    def index_pending(self, limit: int = 1000) -> int:
+        """Index up to `limit` events whose free-text indexing was deferred (see the SQLite store); returns how many
+        it covered, 0 when none was waiting. A store that indexes on insert has nothing to do."""
+        return 0
+
     @abstractmethod
     def close(self) -> None:
         """Release connections; the store must not be used afterwards. Idempotent."""

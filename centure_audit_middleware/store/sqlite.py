@@ -8,7 +8,15 @@ at once), so a thread never waits for another thread's read.
 Free text is substring search (the same answers as PostgreSQL's ``LIKE '%...%'``) through an FTS5 index with the
 trigram tokenizer over `search_text`, when the SQLite library has FTS5 (``sqlite3`` in CPython 3.11 on Debian
 does). Each organization's events have their own range of rowids (``seq``), so a search reads only its own
-organization's part of the index. It counts, in that part, how many events hold each of the needle's trigrams
+organization's part of the index.
+
+The index is written off the hot insert: `append` writes the event rows only, and the newest events of each
+organization, those past its ``indexed_seq`` watermark, are indexed later in large batches (`index_pending`: by
+`StoreSink` when the dispatcher is idle, and by a search for its organization before it reads the index), where
+trigram indexing costs a third of what it costs in small groups. A search also reads whatever is still past the
+watermark row by row, in the same statement (one snapshot), so it never misses an event however far behind the
+index is. Seqs only grow (``last_seq``), so an event past the watermark was never indexed; deletes take the index
+rows of indexed events only. It counts, in that part, how many events hold each of the needle's trigrams
 (cached for five minutes), and either collects the candidates of the three rarest (re-checked with ``instr``), or,
 when the needle is common in the organization, walks its newest events checking each with ``instr``, whichever
 reads fewer rows. Needles shorter than three characters have no trigram and always walk (slow in a very large
@@ -64,6 +72,8 @@ TRIGRAM_COUNT_TTL: Final = 300.0
 _STATS_CACHE_SIZE: Final = 4096
 #: Ids checked per statement when an append looks for the ones already stored.
 _ID_CHUNK: Final = 500
+#: At most this many events are indexed by a search before it reads the index (the rest it reads row by row).
+SEARCH_CATCH_UP: Final = 20_000
 
 # Primary result codes that mean "the database is busy or the disk is unhappy", not "the SQL is wrong".
 _TRANSIENT_CODES: Final = frozenset(
@@ -151,8 +161,8 @@ _V1_FTS: Final = (
     # text and the searched text are both folded in Python (as for PostgreSQL). detail=none: no positions, so a
     # search is an AND of the needle's trigrams (a superset, re-checked with instr) instead of a phrase query;
     # it makes the index about 4x smaller and 3x cheaper to write than detail=full, for the same answers.
-    # Rows are added by `append` in one executemany: through an AFTER INSERT trigger, FTS5 flushes its pending
-    # terms at every row's statement boundary, which made inserts five times slower.
+    # Rows are added in batches, never by an AFTER INSERT trigger: through one, FTS5 flushes its pending terms at
+    # every row's statement boundary, which made inserts five times slower (and since v2, not by `append` either).
     """CREATE VIRTUAL TABLE audit_events_fts USING fts5(
         search_text, content='audit_events', content_rowid='seq', tokenize='trigram case_sensitive 1', detail=none
     )""",
@@ -161,8 +171,35 @@ _V1_FTS: Final = (
     END""",
 )
 
+_V2: Final = (
+    # The free-text index is written after the insert, in batches (see the module's docstring). Per organization:
+    # last_seq, the highest seq ever given (prunes never lower it, so a seq is never given twice), and indexed_seq,
+    # the watermark: its events up to there are in the index, none after. A store of v1 was indexed on insert.
+    "ALTER TABLE audit_orgs ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE audit_orgs ADD COLUMN indexed_seq INTEGER NOT NULL DEFAULT 0",
+    f"""UPDATE audit_orgs SET last_seq = coalesce(
+        (SELECT max(seq) FROM audit_events WHERE seq >= num << {ORG_SHIFT} AND seq < (num + 1) << {ORG_SHIFT}),
+        num << {ORG_SHIFT}
+    )""",
+    "UPDATE audit_orgs SET indexed_seq = last_seq",
+)
+
+_V2_FTS: Final = (
+    "DROP TRIGGER audit_events_fts_after_delete",
+    # A new name, so that a process still running an older version of the library, which indexes on insert, fails
+    # its appends (the dispatcher keeps and retries them) instead of indexing rows the batches will index again.
+    "ALTER TABLE audit_events_fts RENAME TO audit_events_search",
+    # Only events at or below the watermark are in the index: deleting an unindexed one from an external-content
+    # index would corrupt it.
+    f"""CREATE TRIGGER audit_events_search_after_delete AFTER DELETE ON audit_events
+    WHEN old.seq <= (SELECT indexed_seq FROM audit_orgs WHERE num = old.seq >> {ORG_SHIFT}) BEGIN
+        INSERT INTO audit_events_search (audit_events_search, rowid, search_text)
+        VALUES ('delete', old.seq, old.search_text);
+    END""",
+)
+
 #: (version, statements); a migration runs once, in the same transaction as its row in centure_audit_schema.
-MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = ((1, _V1),)
+MIGRATIONS: Final[tuple[tuple[int, tuple[str, ...]], ...]] = ((1, _V1), (2, _V2))
 SCHEMA_VERSION: Final = MIGRATIONS[-1][0]
 
 
@@ -203,6 +240,21 @@ def _fts_query(grams: Sequence[str]) -> str:
     return " AND ".join('"' + gram.replace('"', '""') + '"' for gram in grams)
 
 
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone())
+
+
+def _drop_insert_triggers(conn: sqlite3.Connection) -> None:
+    """Drop any trigger that indexes events as they are inserted: the index is written in batches now."""
+    rows = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
+    ).fetchall()
+    for name, sql in rows:
+        text = " ".join(str(sql).upper().split())
+        if "INSERT ON AUDIT_EVENTS" in text and "AUDIT_EVENTS_FTS" in text:
+            conn.execute('DROP TRIGGER "' + str(name).replace('"', '""') + '"')
+
+
 def _is_transient(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _TRANSIENT_CODES
@@ -221,6 +273,7 @@ class _SqliteDialect(Dialect):
         num = self._store._org_number(q.organization_id)
         if num is None:
             return TextCondition("1 = 0", [], False)  # an organization without events
+        self._store._catch_up(num)
         counts = self._store._trigram_counts(num, _trigrams(needle))
         rarest = min(counts.values())
         # The rarest few trigrams select almost exactly what all of them would, for a fraction of the index reads.
@@ -233,12 +286,15 @@ class _SqliteDialect(Dialect):
             walk = (q.limit + 1) * self._store._org_count(q.organization_id, num) / rarest
             if rarest >= TRIGRAM_COUNT_CAP or walk < rarest:
                 return scan
-        lo = num << ORG_SHIFT
-        # `instr` re-checks the candidates, so the answer is exactly the scan's whatever the tokenizer does.
+        lo, hi = num << ORG_SHIFT, (num + 1) << ORG_SHIFT
+        # The candidates: the index's, and every event past the watermark (not indexed yet: normally none, as the
+        # search has just indexed them; more when it could not, e.g. a read-only file), read in the same snapshot.
+        # `instr` re-checks them, so the answer is exactly the scan's whatever the tokenizer does.
         return TextCondition(
-            "e.seq IN (SELECT rowid FROM audit_events_fts WHERE audit_events_fts MATCH ? AND rowid >= ? AND rowid < ?)"
-            " AND instr(e.search_text, ?) > 0",
-            [_fts_query(pick), lo, lo + (1 << ORG_SHIFT), needle],
+            "e.seq IN (SELECT rowid FROM audit_events_search WHERE audit_events_search MATCH ? AND rowid >= ?"
+            " AND rowid < ? UNION ALL SELECT seq FROM audit_events WHERE seq > (SELECT indexed_seq FROM audit_orgs"
+            " WHERE num = ?) AND seq < ?) AND instr(e.search_text, ?) > 0",
+            [_fts_query(pick), lo, hi, num, hi, needle],
             True,
         )
 
@@ -378,6 +434,10 @@ class SqliteStore(SqlEventStore):
                         if version == 1 and _fts5_available():
                             for statement in _V1_FTS:
                                 conn.execute(statement)
+                        if version == 2 and _has_table(conn, "audit_events_fts"):
+                            _drop_insert_triggers(conn)
+                            for statement in _V2_FTS:
+                                conn.execute(statement)
                         conn.execute(
                             "INSERT INTO centure_audit_schema (component, version, applied_at) VALUES (?, ?, ?)",
                             (COMPONENT, version, dt.datetime.now(dt.UTC).isoformat()),
@@ -387,11 +447,7 @@ class SqliteStore(SqlEventStore):
                     raise StoreError(
                         f"{self.path}: event store schema v{current} is newer than this library's v{SCHEMA_VERSION}"
                     )
-                self.has_fts = bool(
-                    conn.execute(
-                        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_events_fts'"
-                    ).fetchone()
-                )
+                self.has_fts = _has_table(conn, "audit_events_search")
             except sqlite3.Error as exc:
                 raise self._translate(exc) from exc
 
@@ -444,8 +500,8 @@ class SqliteStore(SqlEventStore):
         def count(gram: str) -> Callable[[], int]:
             def run() -> int:
                 rows = self._fetchall(
-                    "SELECT count(*) FROM (SELECT 1 FROM audit_events_fts"
-                    " WHERE audit_events_fts MATCH ? AND rowid >= ? AND rowid < ? LIMIT ?)",
+                    "SELECT count(*) FROM (SELECT 1 FROM audit_events_search"
+                    " WHERE audit_events_search MATCH ? AND rowid >= ? AND rowid < ? LIMIT ?)",
                     (_fts_query([gram]), lo, lo + (1 << ORG_SHIFT), TRIGRAM_COUNT_CAP),
                 )
                 return int(rows[0][0])
@@ -481,20 +537,22 @@ class SqliteStore(SqlEventStore):
                 self._org_numbers[organization_id] = num  # never changes once given
         return num
 
-    def _assign_org_numbers(self, conn: sqlite3.Connection, organizations: set[str]) -> dict[str, int]:
-        """Numbers for `organizations`, giving new ones theirs; called inside the append's write transaction."""
-        out: dict[str, int] = {}
+    def _assign_org_numbers(self, conn: sqlite3.Connection, organizations: set[str]) -> dict[str, tuple[int, int]]:
+        """(number, last seq given) of each of `organizations`, giving new ones theirs; called inside the append's
+        write transaction."""
+        out: dict[str, tuple[int, int]] = {}
         for org in sorted(organizations):
-            row = conn.execute("SELECT num FROM audit_orgs WHERE organization_id = ?", (org,)).fetchone()
+            row = conn.execute("SELECT num, last_seq FROM audit_orgs WHERE organization_id = ?", (org,)).fetchone()
             if row is None:
                 row = conn.execute(
-                    "INSERT INTO audit_orgs (organization_id, num)"
-                    " SELECT ?, coalesce(max(num), 0) + 1 FROM audit_orgs RETURNING num",
+                    "INSERT INTO audit_orgs (organization_id, num, last_seq, indexed_seq)"
+                    f" SELECT ?, n, n << {ORG_SHIFT}, n << {ORG_SHIFT}"
+                    " FROM (SELECT coalesce(max(num), 0) + 1 AS n FROM audit_orgs) RETURNING num, last_seq",
                     (org,),
                 ).fetchone()
                 if row[0] >= 1 << (63 - ORG_SHIFT):
                     raise StoreError("too many organizations for one SQLite event store")
-            out[org] = int(row[0])
+            out[org] = (int(row[0]), int(row[1]))
         return out
 
     def _write(self, sql: str, params: Sequence[object] | Sequence[Sequence[object]], *, many: bool = False) -> int:
@@ -543,20 +601,18 @@ class SqliteStore(SqlEventStore):
                         new[row.id] = row
                 if new:
                     # Explicit seq values (each organization's next ones, in its own range), so that the targets
-                    # and the full-text rows can be written without asking for each event's rowid.
-                    numbers = self._assign_org_numbers(conn, {r.organization_id for r in new.values()})
-                    next_seq: dict[str, int] = {}
-                    for org, num in numbers.items():
-                        lo = num << ORG_SHIFT
-                        last = conn.execute(
-                            "SELECT seq FROM audit_events WHERE seq >= ? AND seq < ? ORDER BY seq DESC LIMIT 1",
-                            (lo, lo + (1 << ORG_SHIFT)),
-                        ).fetchone()
-                        next_seq[org] = (last[0] if last else lo) + 1
+                    # can be written without asking for each event's rowid.
+                    counters = self._assign_org_numbers(conn, {r.organization_id for r in new.values()})
+                    numbers = {org: num for org, (num, _) in counters.items()}
+                    next_seq = {org: last + 1 for org, (_, last) in counters.items()}
                     seqs: dict[str, int] = {}
                     for r in new.values():
                         seqs[r.id] = next_seq[r.organization_id]
                         next_seq[r.organization_id] += 1
+                    conn.executemany(
+                        "UPDATE audit_orgs SET last_seq = ? WHERE num = ?",
+                        [(next_seq[org] - 1, num) for org, num in numbers.items()],
+                    )
                     conn.executemany(
                         "INSERT INTO audit_events (seq, id, organization_id, occurred_at, action, actor_id, actor_name,"
                         " actor_type, search_text, body, csv_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -571,11 +627,6 @@ class SqliteStore(SqlEventStore):
                             for position, target_type, target_id in targets[r.id]
                         ],
                     )
-                    if self.has_fts:
-                        conn.executemany(
-                            "INSERT INTO audit_events_fts (rowid, search_text) VALUES (?, ?)",
-                            [(seqs[r.id], r.search_text) for r in new.values()],
-                        )
                     conn.executemany(
                         "INSERT OR IGNORE INTO audit_event_actions (organization_id, action) VALUES (?, ?)",
                         sorted({(r.organization_id, r.action) for r in new.values()}),
@@ -592,6 +643,61 @@ class SqliteStore(SqlEventStore):
             with self._lock:
                 self._org_numbers.update(numbers)
         return len(new)
+
+    def index_pending(self, limit: int = 1000) -> int:
+        """Add up to `limit` of the events not yet in the free-text index to it (oldest first, in one write
+        transaction); returns how many it covered (pruned ones included): 0 when none was waiting."""
+        if not self.has_fts:
+            return 0
+        with self._connection() as conn:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                pending = conn.execute(
+                    "SELECT num, indexed_seq, last_seq FROM audit_orgs WHERE last_seq > indexed_seq ORDER BY num"
+                ).fetchall()
+                done = self._index_orgs(conn, pending, limit)
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._translate(exc) from exc
+        return done
+
+    def _catch_up(self, num: int) -> None:
+        """Index organization `num`'s newest events before a search reads its part of the index (a bounded number:
+        the search reads any left row by row). Best effort: a read-only or busy file leaves them to that."""
+        try:
+            rows = self._fetchall("SELECT last_seq > indexed_seq FROM audit_orgs WHERE num = ?", (num,))
+            if not rows or not rows[0][0]:
+                return  # the usual case: nothing to write, no write lock taken
+            with self._connection() as conn:
+                conn.execute("BEGIN IMMEDIATE")
+                pending = conn.execute(
+                    "SELECT num, indexed_seq, last_seq FROM audit_orgs WHERE num = ? AND last_seq > indexed_seq",
+                    (num,),
+                ).fetchall()
+                self._index_orgs(conn, pending, SEARCH_CATCH_UP)
+                conn.execute("COMMIT")
+        except (sqlite3.Error, StoreError):
+            return
+
+    @staticmethod
+    def _index_orgs(conn: sqlite3.Connection, pending: Sequence[tuple[int, int, int]], limit: int) -> int:
+        """Index the events past each (number, watermark, last seq) of `pending`, `limit` seqs in all; inside the
+        caller's write transaction, which read `pending` (another process may have indexed them since a read
+        outside it). Returns how many seqs the watermarks moved over."""
+        done = 0
+        for num, indexed, last in pending:
+            if done >= limit:
+                break
+            # Seqs are dense (gaps are only the pruned), so this bounds the batch without counting rows first.
+            upto = min(last, indexed + (limit - done))
+            conn.execute(
+                "INSERT INTO audit_events_search (rowid, search_text)"
+                " SELECT seq, search_text FROM audit_events WHERE seq > ? AND seq <= ?",
+                (indexed, upto),
+            )
+            conn.execute("UPDATE audit_orgs SET indexed_seq = ? WHERE num = ?", (upto, num))
+            done += upto - indexed
+        return done
 
     def prune(self, organization_id: str, older_than: dt.datetime) -> int:
         organization_id = self._check_organization(organization_id)
