@@ -88,3 +88,16 @@ def test_every_auditor_gets_its_own_pipeline_back_after_the_test() -> None:
     with AuditLog().capturing() as log:
         assert auditor.audit_log is log and auditor.handoff is not before
     assert auditor.audit_log is None and auditor.handoff == before
+
+
+def test_stats_of_a_test_auditor_write_no_outbox(
+    audit_log: AuditLog, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    auditor = Auditor()  # an app factory's, made under the fixture
+    client = TestClient(notes_api.create_app(auditor))
+    client.post("/notes/s1", headers={"x-user": "ann"})
+    client.post("/notes/s2")  # no actor
+    stats = auditor.stats()
+    assert (stats["recorded"], stats["skipped"], stats["dead_lettered"]) == (1, {"no_actor": 1}, 0)
+    assert os.listdir(tmp_path) == []  # reading the counters opened no outbox either
