@@ -83,7 +83,19 @@ class RecordAll:
     - `targets`: as for `@audited` (default: `endpoint_target`).
     """
 
-    __slots__ = ("_action", "_exclude", "_methods", "_specs", "actor_types", "prefixes", "record_failures", "targets")
+    __slots__ = (
+        "_action",
+        "_below",
+        "_exact",
+        "_exclude",
+        "_fixed",
+        "_methods",
+        "_specs",
+        "actor_types",
+        "prefixes",
+        "record_failures",
+        "targets",
+    )
 
     def __init__(
         self,
@@ -97,6 +109,9 @@ class RecordAll:
         targets: Iterable[TargetSource] = (endpoint_target,),
     ) -> None:
         self.prefixes = tuple(_prefix(p, "prefixes") for p in _strings(prefixes, "prefixes"))
+        # `_under` for every prefix at once, in two C-level calls: this runs for every request the app serves.
+        self._exact = frozenset(self.prefixes)
+        self._below = tuple(prefix + "/" for prefix in self.prefixes)
         self.actor_types = frozenset(_strings(actor_types, "actor_types"))
         if not self.prefixes and not self.actor_types:
             raise ValueError("RecordAll needs prefixes=[...] (e.g. '/api/') or actor_types=[...] (e.g. 'api_key')")
@@ -116,9 +131,8 @@ class RecordAll:
             raise ValueError("Target.from_result needs @audited: the catch-all cannot see a handler's return value")
         self._specs: dict[str, AuditSpec] = {}
         # Declared once, up front: a bad target source is a configuration error, not a per-request log line.
-        if isinstance(action, str):
-            self._spec(action)
-        else:
+        self._fixed = self._spec(action) if isinstance(action, str) else None
+        if self._fixed is None:
             AuditSpec.build(DEFAULT_ACTION, self.targets)
 
     @property
@@ -133,11 +147,14 @@ class RecordAll:
         """The spec that records `ctx`, or None when the catch-all leaves it alone. Called by `Auditor.complete`
         for a request no annotation claimed; `identify` runs the Auditor's resolvers, needed only to match
         `actor_types` for a request outside the prefixes."""
-        method = ctx.method
+        scope = ctx.scope
+        if scope is not None:  # the ASGI scope read directly: RequestContext's properties cost a call each
+            method, path = scope.get("method", "GET"), scope.get("path", "")
+        else:
+            method, path = ctx.method, ctx.path
         if method not in self._methods:
             return None
-        path = ctx.path
-        if not _under_any(path, self.prefixes):
+        if path not in self._exact and not path.startswith(self._below):
             if not self.actor_types:
                 return None
             if identify is not None:
@@ -147,9 +164,10 @@ class RecordAll:
                 return None
         if self._exclude and self._excluded(method, path, ctx):
             return None
+        if self._fixed is not None:
+            return self._fixed
         action = self._action
-        if isinstance(action, str):
-            return self._spec(action)
+        assert callable(action)  # for mypy: a string action made `_fixed`
         try:
             chosen = action(ctx)
         except Exception as exc:  # an event with the default action beats a lost one
@@ -226,7 +244,3 @@ def _exclusion(entry: str) -> tuple[str | None, str]:
 def _under(path: str, prefix: str) -> bool:
     """Whether `path` is `prefix` or below it (`prefix` without its trailing slash; "" is the root)."""
     return path.startswith(prefix) and (len(path) == len(prefix) or path[len(prefix)] == "/")
-
-
-def _under_any(path: str, prefixes: tuple[str, ...]) -> bool:
-    return any(_under(path, prefix) for prefix in prefixes)
