@@ -20,7 +20,7 @@ import inspect
 import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeAlias, TypeVar
 
 from .events import Target
 
@@ -130,6 +130,11 @@ class AuditSpec:
     uses_result: bool = field(default=False, compare=False)
     #: the request methods recorded; None: the default rule (see `records`)
     methods: frozenset[str] | None = None
+    #: hold the response until the event is committed (durable-before-response)
+    durable: bool = False
+    #: Whether any durable spec exists in this process. Until one does, the middlewares' response-start path costs
+    #: one attribute read; after, they resolve the spec when a response starts, to hold it if the spec is durable.
+    any_durable: ClassVar[bool] = False
 
     @classmethod
     def build(
@@ -140,6 +145,7 @@ class AuditSpec:
         record_failures: bool | None = None,
         version: int | None = None,
         methods: Iterable[str] | None = None,
+        durable: bool = False,
     ) -> AuditSpec:
         if not isinstance(action, str) or not action.strip():
             raise ValueError(f"an audit action must be a non-empty string, got {action!r}")
@@ -150,7 +156,7 @@ class AuditSpec:
         if metadata is not None and not isinstance(metadata, Mapping) and not callable(metadata):
             raise TypeError(f"metadata must be a mapping or a callable, got {type(metadata).__name__}")
         uses_result = any(isinstance(s, ResultTarget) for s in sources)
-        return cls(
+        spec = cls(
             action,
             sources,
             metadata,
@@ -158,7 +164,11 @@ class AuditSpec:
             version,
             uses_result,
             None if methods is None else _methods(methods),
+            bool(durable),
         )
+        if durable:
+            AuditSpec.any_durable = True  # from now on the middlewares look for durable specs when a response starts
+        return spec
 
     def records(self, method: str, route_methods: Collection[str] | None = None) -> bool:
         """Whether a request with this method is recorded, on a route that serves `route_methods` (None: unknown).
@@ -247,6 +257,7 @@ def audited(
     record_failures: bool | None = None,
     version: int | None = None,
     methods: Iterable[str] | None = None,
+    durable: bool = False,
 ) -> Callable[[F], F]:
     """Mark an endpoint as producing the audit event `action`.
 
@@ -256,8 +267,11 @@ def audited(
     `methods`: the request methods to record. By default a view that serves both safe and state-changing methods
     (a form view: GET shows the form, POST acts) records only the state-changing requests, and a view that serves
     only safe methods records those.
+
+    `durable=True`: the response waits until the event is committed to the outbox (see the README's
+    "Durable-before-response actions"); if it can't be, the Auditor's `durable_failure` policy applies.
     """
-    spec = AuditSpec.build(action, targets, metadata, record_failures, version, methods)
+    spec = AuditSpec.build(action, targets, metadata, record_failures, version, methods, durable)
 
     def decorate(func: F) -> F:
         if not callable(func):
@@ -347,8 +361,9 @@ class RouteMap:
         metadata: MetadataSource = None,
         record_failures: bool | None = None,
         version: int | None = None,
+        durable: bool = False,
     ) -> RouteMap:
-        spec = AuditSpec.build(action, targets, metadata, record_failures, version)
+        spec = AuditSpec.build(action, targets, metadata, record_failures, version, durable=durable)
         if spec.uses_result:
             raise ValueError(
                 "Target.from_result needs @audited: a RouteMap entry cannot see the handler's return value"

@@ -3,12 +3,18 @@
 Per request it creates the `RequestContext`, publishes it in the ContextVar, watches `send` for the status and the
 last body chunk, and completes the audit record right after that chunk has been handed to the server. It never
 reads `receive`, and websocket and lifespan scopes pass straight through.
+
+A durable record (`@audited(..., durable=True)`, `audit.record(..., durable=True)`) is completed when the response
+starts instead, and the response waits, without blocking the event loop, until the record is committed; if it
+can't be, the Auditor's `durable_failure` policy answers 503 in its place, or lets it through.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Final
 
+from .annotations import AuditSpec
 from .context import OWNER_KEY, RequestContext, _current, _now
 from .types import ASGIApp, Message, Receive, Scope, Send
 
@@ -18,6 +24,25 @@ if TYPE_CHECKING:
 __all__ = ["AuditMiddleware"]
 
 _new = object.__new__
+logger = logging.getLogger("centure_audit_middleware")
+
+_UNAVAILABLE: Final = b"Service Unavailable: the audit record of this action could not be committed.\n"
+
+
+async def _send_unavailable(send: Send) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", str(len(_UNAVAILABLE)).encode()),
+                (b"retry-after", b"1"),
+                (b"cache-control", b"no-store"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": _UNAVAILABLE})
 
 
 class AuditMiddleware:
@@ -45,11 +70,24 @@ class AuditMiddleware:
         ctx.started_at = _now()
         scope[OWNER_KEY] = id(ctx)
         complete = auditor.complete
+        replaced = False  # a durable record failed and a 503 went out instead: the app's response is dropped
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal replaced
+            if replaced:
+                return
             kind = message["type"]
             if kind == "http.response.start":
                 ctx.status = message["status"]
+                if ctx.durable or AuditSpec.any_durable:
+                    durable = auditor.durable_commit(ctx)
+                    if durable is not None and not await durable.wait_async(auditor.durable_timeout):
+                        if auditor.durable_failure == "503":
+                            replaced = True
+                            logger.error("audit: durable record of %s not committed: answered 503", ctx)
+                            await _send_unavailable(send)
+                            return
+                        logger.error("audit: durable record of %s not committed (durable_failure='continue')", ctx)
             elif (kind == "http.response.body" and not message.get("more_body", False)) or (
                 kind == "http.response.pathsend"
             ):

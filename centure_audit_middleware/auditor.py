@@ -17,6 +17,7 @@ from .client_ip import ClientIPResolver, HeaderFamily
 from .context import NoRequestError, PendingEvent, RequestContext
 from .delivery.builder import EventBuilder, Validator
 from .delivery.dispatcher import Dispatcher, DispatcherConfig, sink_rate_limits
+from .delivery.durable import DurabilityError, Durable
 from .delivery.location import is_postgres_url
 from .delivery.policy import RetryPolicy
 from .delivery.redact import DEFAULT_REDACT_PATTERNS, Redactor
@@ -160,6 +161,8 @@ class Auditor:
         flush_timeout: float = 5.0,
         delivery: Literal["in-process", "relay"] = "in-process",
         anonymous_actor: Actor | ActorResolver | None = None,
+        durable_timeout: float = 5.0,
+        durable_failure: Literal["503", "continue"] = "503",
         record_all: RecordAll | None = None,
     ) -> None:
         from .testing.capture import active_log
@@ -191,6 +194,11 @@ class Auditor:
         self.routes = routes if isinstance(routes, RouteMap) else RouteMap(routes)
         self.record_failures = record_failures
         self.flush_timeout = flush_timeout
+        if durable_failure not in ("503", "continue"):
+            raise ValueError(f"durable_failure must be '503' or 'continue', not {durable_failure!r}")
+        #: how long a durable response waits for its commit, and what happens when it can't be had
+        self.durable_timeout = durable_timeout
+        self.durable_failure = durable_failure
         self._geoip_option = geoip
         self._user_agents_option = user_agents
         self._geo: GeoLocator | None = None
@@ -291,46 +299,113 @@ class Auditor:
     # -- the request path ----------------------------------------------------------------------------------------
     def complete(self, ctx: RequestContext) -> None:
         """Called by the middlewares once the response is complete: decide, then hand off. Never raises."""
+        if ctx.finished:  # completed already, when its response started (a durable record)
+            return
         ctx.finished = True
+        if ctx.bound is not None:  # audit.bind(): every event of the request went into the app's transaction
+            return
         try:
-            spec = ctx.spec
-            if spec is None:
-                scope = ctx.scope
-                endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
-                if endpoint is not None:
-                    spec = getattr(endpoint, "__centure_audit__", None)  # SPEC_ATTRIBUTE, as a constant: hot path
-                    if spec is None and isinstance(endpoint, type):
-                        spec = spec_of(endpoint, ctx.method)
-                if spec is None and self._routes is not None:
-                    spec = self._routes.lookup(ctx.method, ctx.route_template())
-                if spec is None and self.record_all is not None and not ctx.skipped:
-                    spec = self.record_all.claim(ctx, self._resolve_identity if self._has_resolvers else None)
-            pending = ctx.pending
-            if (
-                spec is not None
-                and not ctx.skipped
-                and spec.records_request(ctx)
-                and (
-                    ctx.status < 400 or (self.record_failures if spec.record_failures is None else spec.record_failures)
-                )
-            ):
-                ctx.spec = spec
-                if self._has_resolvers:
-                    self._resolve_identity(ctx)
-                if ctx.actor is not None or self._anonymous(ctx):
-                    self.handoff(ctx)
-                else:
-                    self._skip_no_actor(ctx, spec.action)
-            if pending:
-                if self._has_resolvers:
-                    self._resolve_identity(ctx)
-                for item in pending:
-                    if item.actor is not None or ctx.actor is not None or self._anonymous(ctx):
-                        self.handoff(item)
-                    else:
-                        self._skip_no_actor(ctx, item.action)
+            for item in self._decide(ctx, self._spec(ctx)):
+                self.handoff(item)
         except Exception as exc:  # the request path must never fail because of auditing
             logger.error("audit: could not complete %r: %r", ctx, exc)
+
+    def _spec(self, ctx: RequestContext) -> AuditSpec | None:
+        """The spec that claims this request: the endpoint's, the route map's, or the catch-all's."""
+        spec = ctx.spec
+        if spec is None:
+            scope = ctx.scope
+            endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
+            if endpoint is not None:
+                spec = getattr(endpoint, "__centure_audit__", None)  # SPEC_ATTRIBUTE, as a constant: hot path
+                if spec is None and isinstance(endpoint, type):
+                    spec = spec_of(endpoint, ctx.method)
+            if spec is None and self._routes is not None:
+                spec = self._routes.lookup(ctx.method, ctx.route_template())
+            if spec is None and self.record_all is not None and not ctx.skipped:
+                spec = self.record_all.claim(ctx, self._resolve_identity if self._has_resolvers else None)
+        return spec
+
+    def _decide(self, ctx: RequestContext, spec: AuditSpec | None) -> list[RequestContext | PendingEvent]:
+        """What this request hands off: its own event (if a spec claims it and the policy records it) and what it
+        recorded with `audit.record`; actor-less ones are counted as skipped."""
+        items: list[RequestContext | PendingEvent] = []
+        pending = ctx.pending
+        if (
+            spec is not None
+            and not ctx.skipped
+            and spec.records_request(ctx)
+            and (ctx.status < 400 or (self.record_failures if spec.record_failures is None else spec.record_failures))
+        ):
+            ctx.spec = spec
+            if self._has_resolvers:
+                self._resolve_identity(ctx)
+            if ctx.actor is not None or self._anonymous(ctx):
+                items.append(ctx)
+            else:
+                self._skip_no_actor(ctx, spec.action)
+        if pending:
+            if self._has_resolvers:
+                self._resolve_identity(ctx)
+            for item in pending:
+                if item.actor is not None or ctx.actor is not None or self._anonymous(ctx):
+                    items.append(item)
+                else:
+                    self._skip_no_actor(ctx, item.action)
+        return items
+
+    # -- transactional recording ---------------------------------------------------------------------------------
+    def bind(self, ctx: RequestContext, transaction: Any) -> None:
+        """`audit.bind()`: write the request's events so far in `transaction`, and its later ones as they come."""
+        from .transactional import dbapi_connection
+
+        dbapi_connection(transaction)  # refuse what can't be written through before anything else
+        items = self._decide(ctx, self._spec(ctx))
+        ctx.bound = transaction
+        ctx.pending = None
+        self.write_bound(ctx, items)
+
+    def write_bound(self, ctx: RequestContext, items: list[RequestContext | PendingEvent]) -> None:
+        from .transactional import write_in_transaction
+
+        if self.audit_log is not None:  # a test: recorded (built, validated) as any event, nothing is written
+            for item in items:
+                self.handoff(item)
+            return
+        write_in_transaction(self, ctx.bound, items)
+
+    # -- durable-before-response -----------------------------------------------------------------------------------
+    def durable_commit(self, ctx: RequestContext) -> Durable | None:
+        """Called by the middlewares when a response starts: if this request's record is durable, complete it now
+        and return the promise of its commit (the response waits on it); None when it is not. Never raises."""
+        try:
+            spec = self._spec(ctx)
+            if not (ctx.durable or (spec is not None and spec.durable)):
+                return None
+            ctx.finished = True  # completed here, not when the body ends
+            return self._commit_durably(self._decide(ctx, spec))
+        except Exception as exc:
+            logger.error("audit: could not complete %r durably: %r", ctx, exc)
+            return Durable.settled(False)
+
+    def _commit_durably(self, items: list[RequestContext | PendingEvent]) -> Durable:
+        if self.audit_log is not None:  # a test: recorded (built, validated) on hand-off, nothing to wait for
+            for item in items:
+                self.handoff(item)
+            return Durable.settled(True)
+        return self.dispatcher.submit_durable(items)
+
+    def record_durably(self, items: list[RequestContext | PendingEvent]) -> None:
+        """Hand off and wait for the commit (outside a request): `DurabilityError` if it fails, unless the policy
+        is "continue"."""
+        if self._commit_durably(items).wait(self.durable_timeout):
+            return
+        actions = [item.action if isinstance(item, PendingEvent) else "" for item in items]
+        message = f"audit events {actions} not committed within {self.durable_timeout} s"
+        if self.durable_failure == "continue":
+            logger.error("audit: %s (durable_failure='continue')", message)
+            return
+        raise DurabilityError(message)
 
     def _anonymous(self, ctx: RequestContext) -> bool:
         """Give an actor-less request the configured anonymous actor; False when there is none."""
@@ -384,10 +459,22 @@ class Auditor:
         *,
         actor: Actor,
         organization: str,
+        durable: bool = False,
+        transaction: Any = None,
         **kwargs: Any,
     ) -> None:
-        """Record an event from anywhere (jobs, scripts): like `audit.record()`, with this auditor."""
-        self.handoff(PendingEvent(action, actor=actor, organization_id=organization, **kwargs))
+        """Record an event from anywhere (jobs, scripts): like `audit.record()`, with this auditor. `durable=True`
+        returns once the event is committed (`DurabilityError` if it can't be); `transaction=` (a psycopg connection,
+        a SQLAlchemy Session) writes it in that transaction (see `audit.bind`)."""
+        item = PendingEvent(action, actor=actor, organization_id=organization, durable=durable, **kwargs)
+        if transaction is not None:
+            from .transactional import write_in_transaction
+
+            write_in_transaction(self, transaction, [item])
+        elif durable:
+            self.record_durably([item])
+        else:
+            self.handoff(item)
 
     # -- enrichment (lazy: loads databases and parsers on first use, in whichever thread asks) ---------------------
     def _load_enrichers(self) -> None:

@@ -56,6 +56,10 @@ class RequestContext:
     metadata: dict[str, Any] | None = None
     skipped: bool = False
     finished: bool = False
+    #: an `audit.record(..., durable=True)` of this request: its response waits for the commit
+    durable: bool = False
+    #: the app's transaction this request's events are written in (`audit.bind`), or None
+    bound: Any = None
     spec: AuditSpec | None = None
     endpoint: Any = None
     route: str | None = None
@@ -204,6 +208,7 @@ class PendingEvent:
     __slots__ = (
         "action",
         "actor",
+        "durable",
         "metadata",
         "occurred_at",
         "organization_id",
@@ -225,8 +230,10 @@ class PendingEvent:
         metadata: Mapping[str, Any] | None = None,
         occurred_at: float | dt.datetime | None = None,
         version: int | None = None,
+        durable: bool = False,
     ) -> None:
         self.action = action
+        self.durable = durable
         self.request = request
         self.spec = spec
         self.actor = actor
@@ -320,6 +327,14 @@ class Audit:
         """Record nothing for this request's route event (ad-hoc `record()` calls still count)."""
         _require_open().skipped = True
 
+    def bind(self, transaction: Any) -> None:
+        """Write this request's audit events in `transaction` (a psycopg connection, a SQLAlchemy Session): they
+        commit if and only if it commits. Call it once the change is made, before the commit: the request's own
+        event, as annotated so far, and its `record()`s so far are written now, later `record()`s as they come.
+        Needs the outbox on PostgreSQL in the app's database (see `centure_audit_middleware.transactional`)."""
+        ctx = _require_open()
+        ctx.auditor.bind(ctx, transaction)
+
     def record(
         self,
         action: str,
@@ -330,8 +345,16 @@ class Audit:
         metadata: Mapping[str, Any] | None = None,
         occurred_at: dt.datetime | None = None,
         version: int | None = None,
+        durable: bool = False,
+        transaction: Any = None,
     ) -> None:
-        """Record an ad-hoc event. In a request it inherits actor, organization and context; outside it needs both."""
+        """Record an ad-hoc event. In a request it inherits actor, organization and context; outside it needs both.
+
+        `durable=True`: in a request, its response waits until the request's events are committed; elsewhere (a job,
+        a background task) this call returns once the event is committed, and raises `DurabilityError` if it could
+        not be (with the Auditor's `durable_failure="continue"`, it logs instead).
+
+        `transaction=`: write it in that database transaction (outside a request; in one, see `bind`)."""
         if not isinstance(action, str) or not action:
             raise TypeError(f"audit.record() needs an action name, not {action!r}")
         if occurred_at is not None and (not isinstance(occurred_at, dt.datetime) or occurred_at.utcoffset() is None):
@@ -346,11 +369,27 @@ class Audit:
             metadata=dict(metadata) if metadata else None,
             occurred_at=occurred_at if occurred_at is not None else time.time(),
             version=version,
+            durable=durable,
         )
+        if transaction is not None:  # this one event in that transaction (the request's own event is not bound)
+            from .auditor import default_auditor
+            from .transactional import write_in_transaction
+
+            write_in_transaction(ctx.auditor if ctx is not None else default_auditor(), transaction, [pending])
+            return
         if ctx is not None:
+            if ctx.bound is not None and not ctx.finished:  # audit.bind(): written in the app's transaction, now
+                ctx.auditor.write_bound(ctx, [pending])
+                return
             if ctx.finished:  # e.g. a background task: the request's own event is already out
-                ctx.auditor.handoff(pending)
-            elif ctx.pending is None:
+                if durable:
+                    ctx.auditor.record_durably([pending])
+                else:
+                    ctx.auditor.handoff(pending)
+                return
+            if durable:
+                ctx.durable = True
+            if ctx.pending is None:
                 ctx.pending = [pending]
             else:
                 ctx.pending.append(pending)
@@ -359,7 +398,10 @@ class Audit:
             raise NoRequestError("audit.record() outside a request needs both actor= and organization=")
         from .auditor import default_auditor
 
-        default_auditor().handoff(pending)
+        if durable:
+            default_auditor().record_durably([pending])
+        else:
+            default_auditor().handoff(pending)
 
     @property
     def request(self) -> RequestContext:

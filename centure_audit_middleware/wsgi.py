@@ -11,13 +11,19 @@ The record completes once the app has produced the whole body, so that everythin
   generator can still call `audit.*`.
 
 `write()`-style apps and apps that raise are handled too.
+
+A durable record (`@audited(..., durable=True)`, `audit.record(..., durable=True)`) is completed when the app calls
+`start_response`, which then waits until the record is committed; if it can't be, the Auditor's `durable_failure`
+policy answers 503 in its place (the app's body is closed unread), or lets it through.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
+from .annotations import AuditSpec
 from .context import OWNER_KEY, RequestContext, _current
 from .types import StartResponse, WSGIApp, WSGIEnviron
 
@@ -31,6 +37,16 @@ __all__ = ["BODY_COMPLETE_KEY", "AuditWSGIMiddleware"]
 BODY_COMPLETE_KEY: Final = "centure_audit.body_complete"
 
 _SEQUENCES: Final = (list, tuple)  # exact types: a subclass may produce its items lazily
+
+logger = logging.getLogger("centure_audit_middleware")
+
+_UNAVAILABLE: Final = b"Service Unavailable: the audit record of this action could not be committed.\n"
+_UNAVAILABLE_HEADERS: Final = (
+    ("Content-Type", "text/plain; charset=utf-8"),
+    ("Content-Length", str(len(_UNAVAILABLE))),
+    ("Retry-After", "1"),
+    ("Cache-Control", "no-store"),
+)
 
 
 class _StreamedResponse:
@@ -60,7 +76,10 @@ class _StreamedResponse:
         ctx = self._ctx
         token = _current.set(ctx)  # the generator runs after the app returned, outside the request's context
         try:
-            return self._next()
+            chunk = self._next()
+            if not ctx.finished:  # MUTATION
+                self._complete(ctx)
+            return chunk
         except StopIteration:
             if not ctx.finished:
                 self._complete(ctx)
@@ -107,11 +126,23 @@ class AuditWSGIMiddleware:
         ctx = RequestContext(self.auditor, environ=environ)
         environ[OWNER_KEY] = id(ctx)
 
+        replaced = False  # a durable record failed: a 503 went out instead of the app's response
+
         def start_response_wrapper(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal replaced
             try:
                 ctx.status = int(status[:3])
             except ValueError:
                 ctx.status = 500
+            if (ctx.durable or AuditSpec.any_durable) and not ctx.finished:
+                auditor = self.auditor
+                durable = auditor.durable_commit(ctx)
+                if durable is not None and not durable.wait(auditor.durable_timeout):
+                    if auditor.durable_failure == "503":
+                        replaced = True
+                        logger.error("audit: durable record of %s not committed: answered 503", ctx)
+                        return start_response("503 Service Unavailable", list(_UNAVAILABLE_HEADERS), exc_info)
+                    logger.error("audit: durable record of %s not committed (durable_failure='continue')", ctx)
             return start_response(status, headers, exc_info)
 
         token = _current.set(ctx)
@@ -124,6 +155,11 @@ class AuditWSGIMiddleware:
             raise
         finally:
             _current.reset(token)
+        if replaced:
+            close = getattr(iterable, "close", None)
+            if close is not None:
+                close()
+            return [_UNAVAILABLE]
         # A list or tuple is the whole body: its app has no code left to run. Without a status (start_response never
         # called, a broken app) the record waits for the server to iterate and close, as for a stream.
         if ctx.status and (type(iterable) in _SEQUENCES or BODY_COMPLETE_KEY in environ):

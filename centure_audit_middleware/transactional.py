@@ -1,0 +1,82 @@
+"""Transactional recording: audit events written in the app's own database transaction (`audit.bind(tx)`).
+
+With the outbox on PostgreSQL, in the app's database, an event can be committed by the very transaction that makes
+the change it records: it commits if and only if the change commits, and once committed it is as durable as the
+change (a crash right after the commit loses nothing). The rows are the outbox's usual ones (the event, and its
+deliveries for every sink, the local store included); the senders (the app's or a relay fleet) deliver them.
+
+`tx` may be a psycopg 3 or psycopg2 connection (any DB-API connection with PostgreSQL's placeholders), or a
+SQLAlchemy `Session` or `Connection` (the rows go through the connection of the session's current transaction).
+Async connections and sessions are refused, with a message: their writes would have to be awaited.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .context import PendingEvent, RequestContext
+
+if TYPE_CHECKING:
+    from .auditor import Auditor
+
+__all__ = ["TransactionalRecordingError", "dbapi_connection", "write_in_transaction"]
+
+
+class TransactionalRecordingError(TypeError):
+    """`audit.bind()` was given something it can't write through, or the outbox is not on PostgreSQL."""
+
+
+def dbapi_connection(tx: Any) -> Any:
+    """The DB-API connection under `tx`, in the transaction `tx` is in."""
+    if inspect.iscoroutinefunction(getattr(tx, "commit", None)) or inspect.iscoroutinefunction(
+        getattr(tx, "execute", None)
+    ):
+        raise TransactionalRecordingError(
+            f"audit.bind() takes a synchronous connection or session, not {type(tx).__name__}"
+        )
+    get_bind = getattr(tx, "get_bind", None)
+    if get_bind is not None and callable(getattr(tx, "connection", None)):  # a SQLAlchemy Session
+        tx = tx.connection()  # begins the session's transaction if it has none yet
+    pooled = getattr(tx, "connection", None)  # a SQLAlchemy Connection: its pooled DB-API connection
+    driver = getattr(pooled, "driver_connection", None)
+    if driver is not None:
+        return driver
+    if callable(getattr(tx, "cursor", None)):
+        return tx
+    raise TransactionalRecordingError(
+        f"audit.bind() takes a psycopg connection or a SQLAlchemy Session/Connection, not {type(tx).__name__}"
+    )
+
+
+def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
+    """Build `items` here and write them through `tx`. Raises what building raises (an `EventError`: no
+    organization, a validator's refusal), so that the app can roll back rather than act unaudited."""
+    from .delivery.pg_outbox import PostgresOutbox
+
+    dispatcher = auditor.dispatcher
+    outbox = dispatcher.outbox
+    if not isinstance(outbox, PostgresOutbox):
+        raise TransactionalRecordingError(
+            "transactional recording needs the outbox on PostgreSQL, in the app's database "
+            "(Auditor(outbox='postgresql://...') or CENTURE_AUDIT_OUTBOX)"
+        )
+    connection = dbapi_connection(tx)
+    if not items:
+        return
+    captured = dispatcher.config.delivery == "relay"
+    now = time.time()
+    rows: list[tuple[str, float, str]] = []
+    for item in items:
+        if captured:  # the relay completes it, as any event an app in relay mode commits
+            event_id, body = dispatcher.builder.capture(item)
+        else:
+            event = dispatcher.builder.build(item)
+            event_id, body = event.id, event.to_json()
+        rows.append((event_id, now, body))
+    # Every sink's delivery, the inline ones (the store) too: the committer never sees these events.
+    outbox.add_in(connection, rows, [] if captured else [sink.name for sink in dispatcher.sinks], captured)
+    if not captured:
+        dispatcher.start()  # this process's senders (or another's) deliver them once the transaction commits
