@@ -3,19 +3,23 @@
 A FastAPI app under uvicorn and a Flask app under werkzeug's threaded WSGI server, both audited by one Auditor
 that delivers to the WorkOS emulator (through the real SDK) and to the local store. A scripted tour sends requests
 as several users of two organizations through a trusted proxy (X-Forwarded-For from several cities, resolved with
-a GeoIP database the demo builds), plus one forged X-Forwarded-For from an untrusted peer, and prints what was
-recorded.
+a GeoIP database the demo builds), plus one forged X-Forwarded-For from an untrusted peer, and requests that record
+nothing (a read, a form's GET, a dry run, a refused call, a visitor who isn't signed in). Beside each request it
+prints the event recorded or why none was (`demo.outcomes`), then what the store and the emulator received.
+`--serve` keeps everything up afterwards, for a browser: the Audit Logs page as a subscribed and an unsubscribed
+organization's admin.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,9 +45,19 @@ USER_AGENTS = {
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("demo", help="run the demo: audited FastAPI and Flask apps, scripted traffic")
+    parser = subparsers.add_parser(
+        "demo",
+        help="run the demo: audited FastAPI and Flask apps, scripted traffic",
+        description="Run audited FastAPI and Flask apps on loopback with a WorkOS emulator, send a scripted tour of "
+        "requests, and print what each one recorded (or why it recorded nothing). No account, key or network.",
+    )
     parser.add_argument("--dir", type=Path, default=None, help="keep the demo's files here (default: a temp dir)")
-    parser.add_argument("--serve", action="store_true", help="keep the apps running after the tour (Ctrl-C stops)")
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the tour, keep the apps, the WorkOS emulator and the Audit Logs page running until Ctrl-C, to "
+        "open the printed links in a browser (an admin of a subscribed and of an unsubscribed organization)",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -58,7 +72,10 @@ def _free_port() -> int:
 def _uvicorn(app: Any, port: int) -> Iterator[str]:
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    # The Auditor resolves X-Forwarded-For (trusted_proxies): uvicorn must not do it first (README, "uvicorn behind a
+    # proxy"), or the Auditor would see the header's client as the socket peer.
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", proxy_headers=False)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="demo-uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
@@ -92,24 +109,38 @@ def _werkzeug(app: Any, port: int) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def _tour(fastapi_url: str, flask_url: str) -> list[str]:
-    """The scripted traffic; returns one line per request for the log."""
+def _tour(fastapi_url: str, flask_url: str, outcome: Callable[[str], str], say: Callable[[str], None]) -> int:
+    """The scripted traffic. `say`s two lines per request as it goes (so the library's own log lines land beside
+    the request they are about): the request, and what it recorded or why it recorded nothing (`outcome`). Returns
+    how many requests recorded nothing."""
     import httpx
 
     from ..enrich.geodb import DEMO_CLIENT_IPS
 
-    lines: list[str] = []
     # The demo client plays the load balancer: it connects from 127.0.0.1, the trusted proxy.
     proxy = httpx.Client(timeout=10)
     # An untrusted peer: another loopback address, which the Auditor does not trust.
     untrusted = httpx.Client(timeout=10, transport=httpx.HTTPTransport(local_address="127.0.0.2"))
+    ids = itertools.count(1)
+    not_recorded = 0
 
-    def send(client: httpx.Client, method: str, url: str, token: str, city: str | None, agent: str, **kw: Any) -> None:
-        headers = {"Authorization": f"Bearer {token}", "User-Agent": USER_AGENTS[agent]}
+    def send(
+        client: httpx.Client, method: str, url: str, token: str | None, city: str | None, agent: str, **kw: Any
+    ) -> None:
+        request_id = f"demo-tour-{next(ids):02d}"
+        headers = {"User-Agent": USER_AGENTS[agent], "X-Request-ID": request_id}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
         if city is not None:
             headers["X-Forwarded-For"] = DEMO_CLIENT_IPS.get(city, city)
         response = client.request(method, url, headers=headers, **kw)
-        lines.append(f"  {response.status_code} {method:5} {url.split('//', 1)[1]:60} {token:12} {city or '-'}")
+        where = url.split("//", 1)[1]
+        say(f"  {response.status_code} {method:5} {where:60} {token or '(none)':12} {city or '-'}")
+        result = outcome(request_id)
+        say(f"      -> {result}")
+        if not result.startswith("recorded"):
+            nonlocal not_recorded
+            not_recorded += 1
 
     with proxy, untrusted:
         send(
@@ -158,9 +189,20 @@ def _tour(fastapi_url: str, flask_url: str) -> list[str]:
             "safari-iphone",
             json={"status": "active"},
         )
-        # Not audited: a read, and a request the auth layer refuses.
+        # Requests that record nothing, each for its own reason (printed beside it).
         send(proxy, "GET", f"{fastapi_url}/projects/proj_atlas", "tok_ada", "London", "chrome-mac")
+        send(proxy, "GET", f"{flask_url}/projects", "tok_linus", "Linköping", "edge-windows")
+        send(
+            proxy,
+            "POST",
+            f"{fastapi_url}/projects/proj_atlas/api-keys?dry_run=true",
+            "tok_ada",
+            "London",
+            "chrome-mac",
+            json={"name": "ci-deploy-2"},
+        )
         send(proxy, "POST", f"{fastapi_url}/projects/proj_atlas/api-keys", "tok_nobody", "Milton", "curl", json={})
+        send(proxy, "POST", f"{flask_url}/projects", None, "Milton", "curl", json={"name": "Anonymous"})
         # A forged X-Forwarded-For from a peer that is not a trusted proxy: ignored, the peer is recorded.
         send(
             untrusted,
@@ -171,7 +213,7 @@ def _tour(fastapi_url: str, flask_url: str) -> list[str]:
             "firefox-linux",
             json={"name": "Spoofed"},
         )
-    return lines
+    return not_recorded
 
 
 def _cell(value: Any, width: int) -> str:
@@ -211,9 +253,9 @@ def _table(events: list[Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import Auditor
     from ..demo.admin import mount_admin
     from ..demo.apps import ORGANIZATIONS, build_fastapi_app, build_flask_app
+    from ..demo.outcomes import ExplainingAuditor
     from ..enrich.geo import GeoLocator
     from ..enrich.geodb import build_demo_databases
     from ..sinks import StoreSink, WorkOSSink
@@ -228,7 +270,7 @@ def run(args: argparse.Namespace) -> int:
         emulator = stack.enter_context(WorkOSEmulator(organizations=list(ORGANIZATIONS)))
         store = open_store(directory / "audit.db")
         stack.callback(store.close)
-        auditor = Auditor(
+        auditor = ExplainingAuditor(
             sinks=[WorkOSSink(api_key=emulator.api_key, base_url=emulator.url), StoreSink(store)],
             trusted_proxies=["127.0.0.1/32"],
             geoip=GeoLocator.open(city_db, asn_path=asn_db),
@@ -245,8 +287,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"FastAPI under uvicorn: {fastapi_url}\nFlask under werkzeug:  {flask_url}")
         print(f"WorkOS emulator:       {emulator.url} (the real workos SDK sends to it)\n")
 
-        print("Scripted requests (status, method, URL, token, X-Forwarded-For city):")
-        print("\n".join(_tour(fastapi_url, flask_url)))
+        print("Scripted requests (status, method, URL, token, X-Forwarded-For city), each with what it recorded:")
+        not_recorded = _tour(fastapi_url, flask_url, auditor.outcome, say=lambda line: print(line, flush=True))
         if not auditor.flush(15):
             print("warning: not everything was delivered within 15 s", file=sys.stderr)
 
@@ -262,19 +304,24 @@ def run(args: argparse.Namespace) -> int:
             f"{sum(stats['dropped'].values())} dropped; the WorkOS emulator accepted {len(keys)} events, "
             f"{sum(1 for n in keys.values() if n > 1)} twice."
         )
+        print(
+            f"Not recorded: {not_recorded} requests, each for the reason printed beside it "
+            f"(stats()['skipped']: {stats['skipped']})."
+        )
         print("The forged X-Forwarded-For (6.6.6.6 from 127.0.0.2, not a trusted proxy) was recorded as 127.0.0.2.")
         login = f"{fastapi_url}{admin_path.rsplit('/', 1)[0]}/demo-login?token="
         print(
             f"\nThe Audit Logs page: {fastapi_url}{admin_path}\n"
-            f"  as Ada, admin of Acme (subscribed):        {login}tok_ada\n"
-            f"  as Linus, admin of Globex (not subscribed): {login}tok_linus\n"
-            f"  (run `centure-audit demo --serve` to keep it up)"
+            f"  as Ada, admin of Acme (subscribed: portal buttons, events): {login}tok_ada\n"
+            f"  as Linus, admin of Globex (not subscribed: Subscribe Now):  {login}tok_linus"
         )
         if args.serve:
-            print("\nServing until Ctrl-C.")
+            print("\nServing until Ctrl-C.", flush=True)
             try:
                 while True:
                     time.sleep(3600)
             except KeyboardInterrupt:
                 pass
+        else:
+            print("  (`centure-audit demo --serve` keeps them up until Ctrl-C)")
     return 0

@@ -86,8 +86,11 @@ def build_fastapi_app() -> Any:
 
     @app.post("/projects/{project_id}/api-keys", status_code=201)
     @audited("api_key.create", targets=[Target.from_result("api_key", id="id", name="name")])
-    async def create_api_key(project_id: str, body: dict[str, str]) -> dict[str, str]:
+    async def create_api_key(project_id: str, body: dict[str, str], dry_run: bool = False) -> dict[str, str]:
         name = body.get("name", "default")
+        if dry_run:
+            audit.skip()  # a dry run validates the form and creates nothing: nothing happened to audit
+            return {"id": "", "name": name, "project_id": project_id}
         audit.target(Target("project", id=project_id, name=body.get("project_name")))
         audit.metadata(source=f"/projects/{project_id}/api-keys/new", environment="production")
         return {"id": _new_id("key"), "name": name, "project_id": project_id}
@@ -113,21 +116,33 @@ def build_fastapi_app() -> Any:
 
 
 def build_flask_app() -> Any:
-    from flask import Flask, abort, jsonify, request
+    from flask import Flask, jsonify, redirect, request
 
     app = Flask("centure_demo_flask")
 
     @app.before_request
-    def authenticate() -> None:
+    def authenticate() -> Any:
+        # Flask's login_required pattern: a visitor who isn't signed in is sent to the login page (a 302, not an
+        # error), so such requests complete without an actor.
+        if request.endpoint == "login":
+            return None
         user = _user_for(request.headers.get("Authorization"))
         if user is None:
-            abort(401)
+            return redirect("/login")
         audit.actor(user.actor())
         audit.organization(user.organization_id)
+        return None
 
-    @app.post("/projects")
+    @app.get("/login")
+    def login() -> Any:
+        return "Sign in with a demo token (Authorization: Bearer tok_ada).", 200, {"Content-Type": "text/plain"}
+
+    # The form pattern: GET lists the projects (and shows the form), POST creates one. Only POST is recorded.
+    @app.route("/projects", methods=("GET", "POST"))
     @audited("project.create", targets=[Target.from_result("project", id="id", name="name")])
     def create_project() -> Any:
+        if request.method == "GET":
+            return jsonify(projects=[])
         body = request.get_json(silent=True) or {}
         audit.metadata(source="/projects/new", name=body.get("name", ""))
         return jsonify(id=_new_id("proj"), name=body.get("name", "")), 201
