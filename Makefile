@@ -24,14 +24,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# Services the suite talks to for real: PostgreSQL (the store's second backend) and Chromium (browser tests).
-# As root they are installed and started; otherwise the tests that need them are skipped, and say so.
+# Services the suite talks to for real: PostgreSQL (the store's second backend), Chromium (browser tests), and
+# WorkOS's OpenAPI spec (pinned, checksummed) the emulator is checked against. As root they are installed and
+# started; otherwise the tests that need them are skipped, and say so. Under CI=true a missing one fails the run.
 services:
-	@if [ "$$(id -u)" = 0 ]; then scripts/install-services.sh; else echo "not root: PostgreSQL and browser tests will be skipped"; fi
+	scripts/test-services.sh >/dev/null
 
-unit: $(STAMP) services
-	DSN="$$( [ "$$(id -u)" = 0 ] && scripts/postgres-test-server.sh || true )"; \
-	CENTURE_AUDIT_TEST_POSTGRES_DSN="$$DSN" $(BIN)/pytest
+unit: $(STAMP)
+	DSN="$$(scripts/test-services.sh)" && CENTURE_AUDIT_TEST_POSTGRES_DSN="$$DSN" $(BIN)/pytest
 
 # The route-template tests against the oldest FastAPI and Starlette the package supports (its own .venv-oldest).
 oldest:

@@ -29,8 +29,12 @@ from centure_audit_middleware.events import (
 )
 from centure_audit_middleware.store import EventStore
 
+from .requirements import missing
+
 POSTGRES_ENV = "CENTURE_AUDIT_TEST_POSTGRES_DSN"
 POSTGRES_DSN = os.environ.get(POSTGRES_ENV) or None
+# A skip on a developer's machine, a failure under CI=true (tests/requirements.py).
+POSTGRES_MISSING = f"PostgreSQL tests need {POSTGRES_ENV} (see scripts/postgres-test-server.sh)"
 
 ORG_A = "org_01ALPHA"
 ORG_B = "org_01BRAVO"
@@ -95,7 +99,7 @@ def postgres_url(dsn: str, schema: str) -> str:
 def pg_schema() -> Iterator[str]:
     """A schema for this test session, dropped at the end."""
     if POSTGRES_DSN is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (see scripts/postgres-test-server.sh)")
+        missing(POSTGRES_MISSING)
     import psycopg
     from psycopg import sql
 
@@ -123,7 +127,7 @@ def _truncate(schema: str) -> None:
 def backend(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     if name == "postgres" and POSTGRES_DSN is None:
-        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (see scripts/postgres-test-server.sh)")
+        missing(POSTGRES_MISSING)
     return name
 
 

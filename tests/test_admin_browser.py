@@ -24,13 +24,19 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-if not os.access(CHROMIUM, os.X_OK):
-    pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
-stripe = pytest.importorskip("stripe")
-pytest.importorskip("localstripe")
-uvicorn = pytest.importorskip("uvicorn")
+from .requirements import require, require_module
+
+# Without Chromium or Playwright these tests skip, saying why; under CI=true (which installs Chromium with
+# scripts/install-services.sh) the module fails to collect instead, so a broken install cannot pass as green.
+# CENTURE_AUDIT_TEST_CHROMIUM points elsewhere (the suite's own test of that rule points it at nothing).
+CHROMIUM = os.environ.get("CENTURE_AUDIT_TEST_CHROMIUM", "/usr/bin/chromium")
+require(os.access(CHROMIUM, os.X_OK), f"no Chromium at {CHROMIUM} (apt-get install chromium)", module_level=True)
+sync_api = require_module("playwright.sync_api", "the playwright package is not installed")
+stripe = require_module("stripe")
+require_module("localstripe")
+uvicorn = require_module("uvicorn")
+
+pytestmark = pytest.mark.browser
 
 from fastapi import FastAPI  # noqa: E402
 from workos import WorkOSClient  # noqa: E402

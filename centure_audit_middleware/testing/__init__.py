@@ -13,9 +13,11 @@ if TYPE_CHECKING:
         EVENTS_PATH,
         EXPORT_CSV_COLUMNS,
         PORTAL_INTENTS,
+        Exchange,
         ReceivedEvent,
         ReceivedRequest,
         WorkOSEmulator,
+        observe_exchanges,
     )
 
 __all__ = [
@@ -23,9 +25,11 @@ __all__ = [
     "EXPORT_CSV_COLUMNS",
     "PORTAL_INTENTS",
     "AuditLog",
+    "Exchange",
     "ReceivedEvent",
     "ReceivedRequest",
     "WorkOSEmulator",
+    "observe_exchanges",
 ]
 
 _HOMES = {"AuditLog": ".capture"}

@@ -9,15 +9,39 @@ status codes with `Retry-After`, flapping, latency, connection resets, commit-th
 It is the standard library's `ThreadingHTTPServer` with HTTP/1.1 keep-alive, one `write` per response and no
 per-request logging, because the delivery benchmarks need thousands of requests per second from it on two cores.
 
-Where WorkOS does not document a behaviour, the emulator picks one and says so here:
+What it answers is checked against WorkOS's own published OpenAPI spec (npm `@workos/openapi-spec`, pinned and
+checksummed by scripts/fetch-workos-openapi-spec.sh): this project's test suite records every request and answer
+of every emulator (`observe_exchanges`, an opt-in hook) and fails a test whose exchanges disagree with the spec
+(tests/workos_spec.py). Per the spec: POST /audit_logs/exports answers 400 (never 404 or 422) for an unknown
+organization or invalid parameters, creating a schema identical to the latest answers 201, a 422 always carries
+`errors`, an event's `occurred_at` must be an RFC 3339 date-time with its offset, and a present `name` or
+`user_agent` must be a string (null is refused).
 
+Where the spec is silent, the emulator assumes the following (and the suite allows exactly these):
+
+- 401 for a missing, wrong or revoked API key, on every API route, with the body `{"message": "Unauthorized"}`
+  (the spec declares no 401 for the Audit Logs routes, nor its body).
+- `Retry-After` (integer seconds) on the 429 of its rate limiter, on every API route (the spec declares a 429
+  without headers for POST /audit_logs/events only). An injected failure carries `Retry-After` only when the
+  test passes `retry_after=` (seconds or an HTTP-date, sent verbatim).
+- Bodies over `max_body_bytes` (1 MiB by default) answer 413 `{message, code: "payload_too_large"}` (WorkOS does
+  not publish its limit). An emulator bug answers 500 `{message}` and is kept in `internal_errors`.
+- An answer with a status the spec does not declare (those above, and whatever a test injects with `fail_next`
+  or `set_failure_rate`) has a JSON body with a string `message`.
+- `event_success_status=201` answers 201 `{"success": true}` to a new event (the spec says 200; the option exists
+  to check that clients take a 201 too).
 - A repeated `Idempotency-Key` with a *different* body answers 422 `idempotency_key_reused` (the IETF
   Idempotency-Key draft's choice). Only committed (2xx) responses are stored; a rejected request leaves the key free.
+  Replays carry `Idempotent-Replayed: true`.
 - Two requests with one key racing each other never both commit: the check and the commit are one atomic step,
   the loser replays the winner's response (a real server might answer 409 instead; clients must not rely on either).
-- Bodies over `max_body_bytes` (1 MiB by default) answer 413 (WorkOS does not publish its limit).
-- Export CSV columns are the emulator's own (WorkOS does not publish them): see `EXPORT_CSV_COLUMNS`.
-- Retention is `null` until set, as the SDK's model allows.
+- Creating a schema identical to the action's latest version returns that version (no new one).
+- PUT .../audit_logs_retention also takes the SDK's `retention_period` ("3_MONTHS", ...), which the spec lacks,
+  and any of the SDK's day counts (30..330 by 30, 365..3650 by 365), where the spec's prose says 30 or 365.
+- Export CSV columns are the emulator's own (WorkOS does not publish them): see `EXPORT_CSV_COLUMNS`. The CSV and
+  the Admin Portal page a link opens are served by the emulator itself (WorkOS serves them from other hosts,
+  outside the API spec).
+- Retention is `null` until set, as the spec's `AuditLogsRetentionJson` allows.
 - "Endpoint down" (`set_down`) refuses connections by default (the listening socket is closed, so clients get
   "connection refused" at once); `mode="blackhole"` keeps the port open but stops answering, so clients time out.
 """
@@ -41,7 +65,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import formatdate
@@ -55,9 +79,11 @@ __all__ = [
     "EVENTS_PATH",
     "EXPORT_CSV_COLUMNS",
     "PORTAL_INTENTS",
+    "Exchange",
     "ReceivedEvent",
     "ReceivedRequest",
     "WorkOSEmulator",
+    "observe_exchanges",
 ]
 
 logger = logging.getLogger(__name__)
@@ -160,6 +186,45 @@ class ReceivedRequest:
     def header(self, name: str) -> str | None:
         """A request header by case-insensitive name."""
         return self.headers.get(name.lower())
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """One request an emulator handled and the answer it decided on: what `observe_exchanges` observers see."""
+
+    request: ReceivedRequest
+    status: int | None
+    """None when the connection is reset instead of answered."""
+    content_type: str
+    headers: tuple[tuple[str, str], ...]
+    """The headers the answer adds to Date, Content-Type, Content-Length and X-Request-ID (e.g. Retry-After)."""
+    body: bytes
+
+
+ExchangeObserver = Callable[[Exchange], None]
+# Replaced, never mutated, so that handler threads can read it without a lock.
+_observers: tuple[ExchangeObserver, ...] = ()
+_observers_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def observe_exchanges(observer: ExchangeObserver) -> Iterator[None]:
+    """Call `observer` with every exchange of every emulator in this process while the block runs.
+
+    Opt-in and off by default (a test suite's conftest turns it on to check each request and answer against
+    WorkOS's published OpenAPI spec). The observer runs in the emulator's handler thread before the answer is
+    written: it must be quick and thread-safe, such as appending to a list that is checked later.
+    """
+    global _observers
+    with _observers_lock:
+        _observers = (*_observers, observer)
+    try:
+        yield
+    finally:
+        with _observers_lock:
+            remaining = list(_observers)
+            remaining.remove(observer)
+            _observers = tuple(remaining)
 
 
 @dataclass(slots=True)
@@ -628,6 +693,11 @@ class WorkOSEmulator:
             outcome = _json_outcome(500, {"message": "Internal Server Error"})
             record.fault = "internal_error"
         record.status = None if outcome.action == "reset" else outcome.status
+        observers = _observers
+        if observers:
+            exchange = Exchange(record, record.status, outcome.content_type, outcome.headers, outcome.body)
+            for observer in observers:
+                observer(exchange)
         return outcome
 
     def _process(self, record: ReceivedRequest, too_large: bool) -> _Outcome:
@@ -787,6 +857,7 @@ class WorkOSEmulator:
                 {
                     "message": "This Idempotency-Key was already used with a different request body.",
                     "code": "idempotency_key_reused",
+                    "errors": [],  # the spec's 422 for this route requires the array
                 },
             )
         record.replayed = True
@@ -852,7 +923,7 @@ class WorkOSEmulator:
             return _invalid_json()
         errors: list[dict[str, str]] = []
         if not isinstance(payload, dict):
-            return _validation_failed([{"code": "must_be_object", "field": "body"}])
+            return _export_bad_request([{"code": "must_be_object", "field": "body"}])
         _require_string(payload, "organization_id", "organization_id", errors)
         for name in ("range_start", "range_end"):
             value = payload.get(name)
@@ -865,7 +936,7 @@ class WorkOSEmulator:
             if value is not None and not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
                 errors.append({"code": "must_be_string_array", "field": name})
         if errors:
-            return _validation_failed(errors)
+            return _export_bad_request(errors)
         start = _parse_iso(payload["range_start"])
         end = _parse_iso(payload["range_end"])
         assert start is not None
@@ -883,7 +954,8 @@ class WorkOSEmulator:
             )
         with self._lock:
             if payload["organization_id"] not in self._organizations:
-                return _org_not_found(payload["organization_id"])
+                # 400, not the 404 of other routes: the spec declares no 404 for this one.
+                return _org_not_found(payload["organization_id"], status=400)
             export = _Export(f"audit_log_export_{_ulid(now)}", payload["organization_id"], payload, now, now)
             self._exports[export.id] = export
         return _json_outcome(201, export.to_json(None))
@@ -992,8 +1064,9 @@ class WorkOSEmulator:
                 action = self._actions[action_name] = _Action(action_name, now, now)
             latest = action.schemas[-1] if action.schemas else None
             if latest is not None and latest.shape() == candidate.shape():
-                # Identical to the latest version: return it, no new version.
-                return _json_outcome(200, latest.to_json())
+                # Identical to the latest version: return it, no new version (201 all the same: the only
+                # success the spec declares for this route).
+                return _json_outcome(201, latest.to_json())
             candidate.version = len(action.schemas) + 1
             action.schemas.append(candidate)
             action.updated_at = now
@@ -1280,7 +1353,8 @@ def _validate_event_request(payload: Any) -> list[dict[str, str]]:
     occurred_at = event.get("occurred_at")
     if occurred_at is None:
         errors.append({"code": "required", "field": "event.occurred_at"})
-    elif not isinstance(occurred_at, str) or _parse_iso(occurred_at) is None:
+    elif not isinstance(occurred_at, str) or not _RFC3339.fullmatch(occurred_at) or _parse_iso(occurred_at) is None:
+        # The spec's `format: date-time` (RFC 3339): a date alone or a time without its offset is refused.
         errors.append({"code": "must_be_iso8601", "field": "event.occurred_at"})
     version = event.get("version")
     if version is not None and (not isinstance(version, int) or isinstance(version, bool) or version < 1):
@@ -1327,8 +1401,8 @@ def _require_string(obj: dict[str, Any], key: str, where: str, errors: list[dict
 
 
 def _optional_string(obj: dict[str, Any], key: str, where: str, errors: list[dict[str, str]]) -> None:
-    value = obj.get(key)
-    if value is not None and not isinstance(value, str):
+    # Absent is fine; present must be a string: the spec's `type: string` refuses null too.
+    if key in obj and not isinstance(obj[key], str):
         errors.append({"code": "must_be_string", "field": where})
 
 
@@ -1543,9 +1617,16 @@ def _invalid_json() -> _Outcome:
     return _json_outcome(400, {"message": "Request body is not valid JSON.", "code": "invalid_json"})
 
 
-def _org_not_found(organization_id: str) -> _Outcome:
+def _export_bad_request(errors: list[dict[str, str]]) -> _Outcome:
+    """POST /audit_logs/exports declares no 422: its invalid parameters answer the spec's 400 alternative
+    `{message: [...], error: "Bad Request"}` (NestJS's validation shape), one message per `{code, field}`."""
+    messages = [f"{error['field']}: {error['code']}" for error in errors]
+    return _json_outcome(400, {"message": messages, "error": "Bad Request", "code": "invalid_request_parameters"})
+
+
+def _org_not_found(organization_id: str, *, status: int = 404) -> _Outcome:
     return _json_outcome(
-        404,
+        status,
         {
             "message": f"Organization not found: '{organization_id}'.",
             "code": "entity_not_found",
@@ -1593,6 +1674,9 @@ def _paginate(items: list[tuple[str, dict[str, Any]]], query: str) -> _Outcome:
             },
         },
     )
+
+
+_RFC3339: Final = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
 def _parse_iso(value: str) -> datetime | None:
