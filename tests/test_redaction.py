@@ -54,7 +54,17 @@ def secret_keys(draw: st.DrawFn) -> str:
     return prefix + key + suffix
 
 
-PLACES = ["event", "actor", "target", "nested-dict", "list-of-dicts", "json-string", "cut-json-string"]
+PLACES = [
+    "event",
+    "actor",
+    "target",
+    "nested-dict",
+    "list-of-dicts",
+    "actor-list",
+    "target-list",
+    "json-string",
+    "cut-json-string",
+]
 
 
 def _place(where: str, key: str, secret: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -72,6 +82,10 @@ def _place(where: str, key: str, secret: str) -> tuple[dict[str, Any], dict[str,
         event["settings"] = {"outer": {key: secret, "ok": 1}}
     elif where == "list-of-dicts":
         event["items"] = [{"ok": 1}, {key: secret}, [{key: [secret]}]]
+    elif where == "actor-list":  # lists in an actor's or a target's metadata go through the same descent
+        actor["keys"] = [{"ok": 1}, ({key: secret},)]
+    elif where == "target-list":
+        target["history"] = [[{"ok": 1}], [{key: secret}]]
     elif where == "json-string":
         event["changes"] = json.dumps({key: {"from": secret, "to": secret + "2"}, "name": {"from": "a", "to": "b"}})
     elif where == "cut-json-string":  # an app's JSON already cut short: no parser can read it any more
