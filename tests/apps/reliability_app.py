@@ -14,6 +14,11 @@ CENTURE_AUDIT_RECORD_FAILURES) plus explicit test settings read from ``RELIABILI
 | `RELIABILITY_RETRY_MAX_DELAY` | `RetryPolicy(max_delay=)`, so that a drain after an outage is measured in seconds |
 | `RELIABILITY_LEASE` | `Auditor(lease=...)` |
 | `RELIABILITY_RECORD_AT_START` | record this many events (`start-<pid>-<i>`) as soon as the app is built |
+| `RELIABILITY_COMMIT_INTERVAL` | `Auditor(commit_interval=)`: an hour leaves only durable records committed at once |
+| `RELIABILITY_WORKOS_TIMEOUT` | the WorkOS sink's request timeout (default 10 s; then WorkOS is the only sink) |
+
+``centure-audit relay --auditor tests.apps.reliability_app:auditor`` gives a relay the same configuration (retry
+policy, lease, WorkOS timeout): `auditor` is `make_auditor()`, built on first access.
 """
 
 from __future__ import annotations
@@ -57,6 +62,13 @@ def make_auditor() -> Auditor | None:
         overrides["retry"] = RetryPolicy(base=min(0.5, max_delay), max_delay=max_delay)
     if env.get("RELIABILITY_LEASE"):
         overrides["lease"] = float(env["RELIABILITY_LEASE"])
+    if env.get("RELIABILITY_COMMIT_INTERVAL"):
+        overrides["commit_interval"] = float(env["RELIABILITY_COMMIT_INTERVAL"])
+    if env.get("RELIABILITY_WORKOS_TIMEOUT"):
+        # A stall past the timeout (commit-then-stall) costs a sender thread this long, not the default 10 s.
+        from centure_audit_middleware.sinks import WorkOSSink
+
+        overrides["sinks"] = [WorkOSSink(timeout=float(env["RELIABILITY_WORKOS_TIMEOUT"]))]
     return Auditor.from_env(**overrides)
 
 
@@ -99,6 +111,11 @@ def create_fastapi_app(auditor: Auditor | None = None) -> FastAPI:
     @audited(ACTION, targets=[Target.from_path("item", "n")])
     async def record_async(n: str, size: int = 0) -> dict[str, Any]:
         return {"n": n, "size": size}
+
+    @app.post("/durable-events/{n}")
+    @audited(ACTION, targets=[Target.from_path("item", "n")], durable=True)
+    async def record_durable(n: str) -> dict[str, Any]:
+        return {"n": n}
 
     @app.post("/sync-events/{n}")
     @audited(ACTION, targets=[Target.from_path("item", "n")])
@@ -143,6 +160,15 @@ def create_flask_app() -> Flask:
     def record(n: str) -> Response:
         return jsonify(n=n, size=request.args.get("size", 0, type=int))
 
+    @app.post("/batch/<prefix>")
+    def batch(prefix: str) -> Response:
+        # Many events from one request (`audit.record`, actor and organization from the request): the fleet tests
+        # record tens of thousands of events without as many HTTP round trips.
+        targets = [f"{prefix}-{i}" for i in range(request.args.get("count", 1, type=int))]
+        for target in targets:
+            audit.record(ACTION, targets=[Target("item", id=target)])
+        return jsonify(recorded=targets)
+
     @app.post("/fail/<n>")
     @audited(ACTION, targets=[Target.from_path("item", "n")])
     def fail(n: str) -> Response:
@@ -161,7 +187,11 @@ def create_flask_app() -> Flask:
 
 def __getattr__(name: str) -> Any:
     # Built on first access (PEP 562): `uvicorn ...:fastapi_app` and gunicorn's `...:flask_app` both use getattr.
-    factories: dict[str, Callable[[], Any]] = {"fastapi_app": create_fastapi_app, "flask_app": create_flask_app}
+    factories: dict[str, Callable[[], Any]] = {
+        "fastapi_app": create_fastapi_app,
+        "flask_app": create_flask_app,
+        "auditor": make_auditor,
+    }
     if name not in factories:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     if name not in _apps:
