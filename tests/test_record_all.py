@@ -419,3 +419,30 @@ def test_prefixes_match_at_segment_boundaries(prefix: str, path: str, under: boo
 async def _ok(request: StarletteRequest) -> Response:
     _identify(request.headers.get("x-user"), None)
     return Response("ok")
+
+
+def test_relay_mode_captures_the_same_event() -> None:
+    """In relay mode the app captures the event (`EventBuilder.capture`) and the relay completes it later, from the
+    captured JSON alone: the catch-all's metadata and target must be in what is captured."""
+    import orjson
+
+    auditor = Auditor.for_tests(record_all=RecordAll(prefixes=["/api/"]))
+    handed: list[Any] = []
+    auditor.handoff = handed.append
+    TestClient(fastapi_app(auditor)).get("/api/v1/items/9", headers=KEY_HEADERS)
+    (ctx,) = handed
+    builder = auditor.dispatcher.builder
+    _, captured = builder.capture(ctx)
+    event = builder.complete(orjson.loads(captured))
+    assert event.action == DEFAULT_ACTION and event.actor == KEY
+    assert (
+        event.metadata
+        == builder.build(ctx).metadata
+        == {
+            "http_method": "GET",
+            "http_status": 200,
+            "http_route": "/api/v1/items/{item_id}",
+            "path_item_id": "9",
+        }
+    )
+    assert [(t.type, t.id) for t in event.targets] == [(ENDPOINT_TARGET_TYPE, "GET /api/v1/items/{item_id}")]
