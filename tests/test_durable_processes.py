@@ -5,6 +5,7 @@ durable path can have put the events anywhere before the kills."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 from pathlib import Path
@@ -35,7 +36,8 @@ def test_sigkill_right_after_a_durable_200_loses_nothing_20_of_20(
             assert response.status_code == 200, response.text
             answered.append(f"d{round_}")
             os.kill(worker, signal.SIGKILL)  # the app's process, right after its 200
-            assert wait_until(lambda w=worker: server.wait_ready()["pid"] != w, 30), server.output()
+            replaced = functools.partial(lambda old: server.wait_ready()["pid"] != old, worker)
+            assert wait_until(replaced, 30), server.output()
     workos_emulator.set_down(False)
     assert workos_emulator.wait_for_events(20, 30), server.output()
     assert_delivered_once(workos_emulator, answered)

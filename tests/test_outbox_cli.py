@@ -34,7 +34,11 @@ def outbox(tmp_path: Path) -> Path:
 
 def test_status_and_dead_letters(outbox: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["outbox", "--outbox", str(outbox), "status", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["sinks"]["picky"] == {"pending": 0, "dead": 3, "oldest_pending_age": None}
+    assert json.loads(capsys.readouterr().out)["sinks"]["picky"] == {
+        "pending": 0,
+        "dead": 3,
+        "oldest_pending_age": None,
+    }
     assert main(["outbox", "--outbox", str(outbox), "dead", "--json"]) == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert [line["reason"] for line in lines] == ["HTTP 422: targets[0].id is not allowed"] * 3

@@ -21,7 +21,10 @@ import pytest
 
 from centure_audit_middleware.cli import build_parser, main
 
+from .pg_outbox_fixtures import pg_outbox_url
 from .readme_snippets import README, SPAN, ShellCommand, Snippet, orphan_comments, python_snippets, shell_commands
+
+__all__ = ["pg_outbox_url"]  # the fixture, for snippets that need a PostgreSQL database
 
 ROOT = README.parent
 SNIPPETS = python_snippets()
