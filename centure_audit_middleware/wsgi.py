@@ -76,10 +76,7 @@ class _StreamedResponse:
         ctx = self._ctx
         token = _current.set(ctx)  # the generator runs after the app returned, outside the request's context
         try:
-            chunk = self._next()
-            if not ctx.finished:  # MUTATION
-                self._complete(ctx)
-            return chunk
+            return self._next()
         except StopIteration:
             if not ctx.finished:
                 self._complete(ctx)
