@@ -97,6 +97,12 @@ def wait_committed(auditor: Auditor, count: int, timeout: float = 60.0) -> dict[
         time.sleep(0.2)
 
 
+def outbox_unavailable(auditor: Auditor) -> int:
+    """Events the Auditor counted as dropped because the outbox could not take them."""
+    dropped: dict[str, int] = auditor.stats()["dropped"]
+    return dropped.get("outbox_unavailable", 0)
+
+
 def pending_seqs(outbox: Path, sink: str) -> list[int]:
     """Events the outbox still owes `sink`, read from the file itself: what survives if the process stops now."""
     conn = sqlite3.connect(outbox)
@@ -257,10 +263,9 @@ def test_unopenable_outbox_never_blocks_the_handoff_and_counts_drops(tmp_path: P
     try:
         handoff_ns, control_ns = time_handoffs(auditor, 0, 3000)  # raising would fail the test here
         assert_never_blocked(handoff_ns, control_ns)
-        time.sleep(0.2)
+        assert wait_until(lambda: outbox_unavailable(auditor) > 0, timeout=10, interval=0.1), auditor.stats()
         stats = auditor.stats()  # answers while the outbox can't even be opened
         assert stats["outbox_depth"] is None
-        assert stats["dropped"].get("outbox_unavailable", 0) > 0, stats
         assert set(stats["dropped"]) <= {"outbox_unavailable", "queue_full"}
         assert not sink.events
         assert auditor.flush(0.3) is False  # reports, never raises
@@ -337,9 +342,8 @@ def test_disk_full_never_blocks_the_handoff_and_never_fails_a_committed_row(smal
         filler = fill(small_fs)
         handoff_ns, control_ns = time_handoffs(auditor, 50, 3000)
         assert_never_blocked(handoff_ns, control_ns)
-        time.sleep(0.2)
+        assert wait_until(lambda: outbox_unavailable(auditor) > 0, timeout=10, interval=0.1), auditor.stats()
         stats = auditor.stats()
-        assert stats["dropped"].get("outbox_unavailable", 0) > 0, stats
         assert set(stats["dropped"]) <= {"outbox_unavailable", "queue_full"}
         filler.unlink()
         assert auditor.flush(10), auditor.stats()
@@ -369,9 +373,7 @@ def test_read_only_outbox_never_blocks_the_handoff_and_recovers(small_fs: Path) 
     try:
         handoff_ns, control_ns = time_handoffs(auditor, 50, 3000)
         assert_never_blocked(handoff_ns, control_ns)
-        time.sleep(0.2)
-        stats = auditor.stats()
-        assert stats["dropped"].get("outbox_unavailable", 0) > 0, stats
+        assert wait_until(lambda: outbox_unavailable(auditor) > 0, timeout=10, interval=0.1), auditor.stats()
         assert auditor.flush(0.3) is False
         assert not sink.events
         assert _mount("-o", "remount,rw", str(small_fs)).returncode == 0
