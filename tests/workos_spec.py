@@ -112,8 +112,32 @@ class SpecOracle:
         # No check of the spec itself: 0.1.0 fails its own meta-schema (list schemas repeat `list_metadata` in
         # `required`), which changes nothing for validating against it, and the check costs ~5 s.
         self._api = OpenAPI.from_dict(spec, config=Config(spec_validator_cls=None))
+        # Retries and idempotent replays repeat an exchange byte for byte: checked once (a check costs ~5 ms).
+        self._verdicts: dict[tuple[Any, ...], list[Violation]] = {}
 
     def check(self, exchange: Exchange) -> list[Violation]:
+        received = exchange.request
+        key = (
+            received.method,
+            received.path,
+            received.query,
+            tuple(sorted(received.headers.items())),
+            received.body,
+            received.fault,
+            exchange.status,
+            exchange.content_type,
+            exchange.headers,
+            exchange.body,
+        )
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            verdict = self._check(exchange)
+            if len(self._verdicts) >= 10_000:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return list(verdict)
+
+    def _check(self, exchange: Exchange) -> list[Violation]:
         from openapi_core.datatypes import RequestParameters
         from openapi_core.templating.paths.exceptions import PathError
         from openapi_core.templating.responses.exceptions import ResponseNotFound
@@ -220,7 +244,28 @@ def load_oracle() -> SpecOracle:
         spec = yaml.load(file, Loader=loader)  # a safe loader either way
     for overlay in SPEC_OVERLAYS:
         overlay.apply(spec)
+    # Only the operations the emulator serves: matching a request against 120 paths doubles the cost of each
+    # check (~14 ms instead of ~7), and a request to any other WorkOS path is then an operation the spec has not,
+    # which the emulator must refuse (it answers 404), so nothing the suite could catch is lost.
+    paths = spec["paths"]
+    missing = [path for path in EMULATED_PATHS if path not in paths]
+    if missing:
+        raise RuntimeError(f"WorkOS OpenAPI spec {SPEC_VERSION} lacks {missing}: is it the pinned one?")
+    spec["paths"] = {path: paths[path] for path in EMULATED_PATHS}
     return SpecOracle(spec)
+
+
+#: The spec's paths the emulator implements. An emulator route added later and not listed here answers 2xx to an
+#: operation the oracle does not know: a violation, until it is added.
+EMULATED_PATHS: Final = (
+    "/audit_logs/events",
+    "/audit_logs/exports",
+    "/audit_logs/exports/{auditLogExportId}",
+    "/audit_logs/actions",
+    "/audit_logs/actions/{actionName}/schemas",
+    "/portal/generate_link",
+    "/organizations/{id}/audit_logs_retention",
+)
 
 
 @dataclass(frozen=True, slots=True)
