@@ -66,8 +66,9 @@ def free_port() -> int:
         return port
 
 
-def app_env(emulator: WorkOSEmulator, outbox: Path, **extra: str) -> dict[str, str]:
-    """The environment of an app or script process: the emulator as WorkOS, our outbox, no local store.
+def app_env(emulator: WorkOSEmulator, outbox: Path | str, **extra: str) -> dict[str, str]:
+    """The environment of an app or script process: the emulator as WorkOS, our outbox (a file, or a
+    ``postgresql://`` URL), no local store.
 
     Our own variables are removed from the inherited environment first, so a developer's shell can't change what a
     test means."""
@@ -208,13 +209,16 @@ class ProcessGroup:
         self.directory = directory
         self.procs: list[Proc] = []
 
-    def spawn(self, name: str, argv: Sequence[str], env: Mapping[str, str], *, port: int | None = None) -> Proc:
+    def spawn(
+        self, name: str, argv: Sequence[str], env: Mapping[str, str], *, port: int | None = None, cwd: Path = REPO_ROOT
+    ) -> Proc:
+        """Start `argv` in `cwd` (the repository by default; the environment's PYTHONPATH finds the tests' apps)."""
         log = self.directory / f"{name}.log"
         with log.open("wb") as out:
             popen = subprocess.Popen(
                 list(argv),
                 env=dict(env),
-                cwd=REPO_ROOT,
+                cwd=cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
