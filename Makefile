@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/store.py
 	-$(BIN)/python benchmarks/cpu_per_event.py --all
 	-$(BIN)/python benchmarks/server_throughput.py
+	-$(BIN)/python benchmarks/pg_outbox.py
 	-$(BIN)/python benchmarks/durable_latency.py
 
 clean:
