@@ -10,7 +10,10 @@ import base64
 import hashlib
 import json
 import re
+import shutil
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -232,3 +235,24 @@ def test_a_wrong_answer_of_a_live_emulator_fails_the_test(
 
     assert [(v.method, v.path, v.status) for v in found] == [("POST", "/audit_logs/events", 200)]
     assert "answer does not match the spec" in found[0].problem
+
+
+def test_the_fetch_script_refuses_a_tarball_that_does_not_match_its_pin(tmp_path: Path) -> None:
+    """A copy of the script whose pin is wrong, beside a cache holding the real tarball: the cached copy fails the
+    check, the download (if the registry is reachable) fails it too, and no spec is unpacked."""
+    tarball = workos_spec.DEFAULT_SPEC.parent / "package.tgz"
+    if not tarball.is_file():
+        missing(f"no {tarball}: run {workos_spec.FETCH_SCRIPT}")
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "fetch.sh"
+    pinned = re.sub(r'^INTEGRITY=".*"$', 'INTEGRITY="sha512-AAAA"', SCRIPT.read_text(), flags=re.MULTILINE)
+    script.write_text(pinned)
+    cache = tmp_path / ".cache" / "workos-openapi-spec" / workos_spec.SPEC_VERSION
+    cache.mkdir(parents=True)
+    shutil.copy(tarball, cache / "package.tgz")
+
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120, check=False)
+
+    assert result.returncode != 0, result.stderr
+    assert result.stdout == ""
+    assert not (cache / "open-api-spec.yaml").exists()
