@@ -27,6 +27,7 @@ from ..events import (
     EventError,
     RequestInfo,
     Target,
+    _plain,
     fit_metadata,
     new_event_id,
     original_metadata,
@@ -89,7 +90,44 @@ class EventBuilder:
     def build(self, item: RequestContext | PendingEvent) -> AuditEvent:
         """The event, or `EventError` (with the field and why) when it can't be delivered anywhere."""
         draft = self._draft(item)
-        return self._finish(self._assemble(*draft[:-1]), draft[-1])
+        event = self._assemble(*draft[:-1])
+        if not self._as_is(event):
+            return self._finish(event, draft[-1])
+        for validate in self.validators:
+            validate(event)
+        return event
+
+    def _as_is(self, event: AuditEvent) -> bool:
+        """Whether `event.validated(clean)` (see `_finish`) would return `event` itself: short ASCII identity
+        fields, a tz-aware time, clean metadata everywhere. The common case, told apart without the closures,
+        copies and calls of the full path, which takes anything else (and says what is wrong with it)."""
+        organization_id, action, when = event.organization_id, event.action, event.occurred_at
+        if not (
+            type(organization_id) is str
+            and organization_id
+            and organization_id.isascii()
+            and type(action) is str
+            and action
+            and action.isascii()
+            and isinstance(when, dt.datetime)
+            and (when.tzinfo is dt.UTC or when.utcoffset() is not None)
+            and type(event.actor) is Actor
+            and self._plain_entity(event.actor)
+        ):
+            return False
+        for target in event.targets:
+            if type(target) is not Target or not self._plain_entity(target):
+                return False
+        metadata = event.metadata
+        return type(metadata) is dict and (not metadata or self._fits(metadata))
+
+    def _plain_entity(self, entity: Actor | Target) -> bool:
+        metadata = entity.metadata
+        return (
+            type(metadata) is dict
+            and _plain(entity.id, entity.type, entity.name)
+            and (not metadata or self._fits(metadata))
+        )
 
     def capture(self, item: RequestContext | PendingEvent) -> tuple[str, str]:
         """(event id, JSON) of what the app knows of an event, redacted but neither fitted nor enriched: what a

@@ -82,23 +82,16 @@ def _usable_key(value: object) -> bool:
     return isinstance(value, str) and bool(value) and len(value) <= MAX_FILTER_LENGTH and "\x00" not in value
 
 
-def _search_parts(event: AuditEvent) -> Iterator[object]:
-    actor = event.actor
-    yield actor.name
-    yield from actor.metadata.values()
-    for target in event.targets:
-        yield target.name
-        yield target.id
-        yield from target.metadata.values()
-    yield from event.metadata.values()
-    yield event.context.location
-
-
 def search_text(event: AuditEvent) -> str:
     """What free-text search looks in: actor name and metadata (email, ...), target names, ids and metadata, the
     event's metadata values and location; one field per line, case-folded."""
-    parts = (str(p) for p in _search_parts(event) if p is not None and p != "")
-    return normalize_search_text("\n".join(parts))
+    actor = event.actor
+    parts: list[object] = [actor.name, *actor.metadata.values()]
+    for target in event.targets:
+        parts += (target.name, target.id, *target.metadata.values())
+    parts += event.metadata.values()
+    parts.append(event.context.location)
+    return normalize_search_text("\n".join([str(p) for p in parts if p is not None and p != ""]))
 
 
 class StoredRow(NamedTuple):
@@ -126,27 +119,44 @@ def event_row(event: AuditEvent, body: str | None = None, *, with_csv: bool = Tr
         raise ValueError(f"expected an AuditEvent, got {type(event).__name__}")
     if not isinstance(event.occurred_at, dt.datetime):
         raise ValueError("occurred_at must be a datetime")
-    for i, target in enumerate(event.targets):
-        _check_key(getattr(target, "type", None), f"targets[{i}].type")
-        _check_key(getattr(target, "id", None), f"targets[{i}].id")
+    actor = event.actor
+    if not (
+        _usable_key(event.id)
+        and _usable_key(event.organization_id)
+        and _usable_key(event.action)
+        and _usable_key(getattr(actor, "id", None))
+        and all(_usable_key(getattr(t, "type", None)) and _usable_key(getattr(t, "id", None)) for t in event.targets)
+    ):
+        _explain_unusable(event)  # raises, naming the field (the common case above checks without naming)
     try:
         body = event.to_json() if body is None else body
         line = csv_row(event) if with_csv else ""
     except (TypeError, ValueError) as exc:  # metadata that skipped validation: no retry will make it JSON
         raise ValueError(f"event {event.id!r} cannot be serialised as JSON: {exc}") from None
+    # Positional, in the fields' order: this runs for every event stored.
     return StoredRow(
-        id=_check_key(event.id, "id"),
-        organization_id=_check_key(event.organization_id, "organization_id"),
-        # A naive time is taken as UTC, as `AuditEvent.from_dict` does.
-        occurred_at_us=to_micros(event.occurred_at),
-        action=_check_key(event.action, "action"),
-        actor_id=_check_key(event.actor.id, "actor.id"),
-        actor_name=event.actor.name,
-        actor_type=event.actor.type,
-        search_text=search_text(event),
-        body=body,
-        csv_row=line,
+        event.id,
+        event.organization_id,
+        to_micros(event.occurred_at),  # a naive time is taken as UTC, as `AuditEvent.from_dict` does
+        event.action,
+        actor.id,
+        actor.name,
+        actor.type,
+        search_text(event),
+        body,
+        line,
     )
+
+
+def _explain_unusable(event: AuditEvent) -> None:
+    """Raise the `ValueError` that says which of `event`'s indexed fields the store cannot take."""
+    for i, target in enumerate(event.targets):
+        _check_key(getattr(target, "type", None), f"targets[{i}].type")
+        _check_key(getattr(target, "id", None), f"targets[{i}].id")
+    _check_key(event.id, "id")
+    _check_key(event.organization_id, "organization_id")
+    _check_key(event.action, "action")
+    _check_key(getattr(event.actor, "id", None), "actor.id")
 
 
 class EventStore(ABC):
