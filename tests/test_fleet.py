@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -134,6 +135,8 @@ def start_relay(procs: ProcessGroup, emulator: WorkOSEmulator, url: str, name: s
     ]
     relay = procs.spawn(name, argv, fleet_env(emulator, url))
     relay.wait_output(lambda out: "centure-audit relay: delivering" in out, 45, "the relay started")
+    password = urllib.parse.urlsplit(url).password
+    assert password and f":{password}@" not in relay.output()  # the DSN's password never reaches the log
     return relay
 
 

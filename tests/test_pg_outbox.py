@@ -16,9 +16,10 @@ from centure_audit_middleware import Auditor, Target
 from centure_audit_middleware.delivery.dispatcher import Dispatcher, DispatcherConfig
 from centure_audit_middleware.delivery.outbox import open_outbox
 from centure_audit_middleware.delivery.pg_outbox import PostgresOutbox, PostgresRateLimiter
+from centure_audit_middleware.delivery.policy import RetryPolicy
 from centure_audit_middleware.delivery.relay import Relay
 from centure_audit_middleware.events import new_event_id
-from centure_audit_middleware.sinks import WorkOSSink
+from centure_audit_middleware.sinks import StoreSink, WorkOSSink
 from centure_audit_middleware.testing import WorkOSEmulator
 
 from .conftest import ALICE, ORG
@@ -222,3 +223,62 @@ def test_outbox_status_on_an_unreachable_database_is_a_message(capsys: pytest.Ca
     assert exc.value.code == 1
     err = capsys.readouterr().err
     assert "cannot open postgresql://u:***@127.0.0.1:9/none" in err and "secret" not in err
+
+
+def test_a_store_in_the_outbox_database_commits_in_the_outbox_transaction(
+    pg_outbox_url: str, workos_emulator: WorkOSEmulator
+) -> None:
+    """The event store and the outbox in one PostgreSQL database: each group's store rows and outbox rows are one
+    transaction (no store row without its WorkOS delivery row, nor the reverse), and the store needs no sender."""
+    import psycopg
+
+    workos_emulator.set_down(True)  # WorkOS's rows stay in the outbox: what the transaction committed is visible
+    workos = WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)
+    auditor = Auditor(sinks=[workos, StoreSink(pg_outbox_url)], outbox=pg_outbox_url, geoip=False)
+    try:
+        for i in range(50):
+            auditor.record("report.export", actor=ALICE, organization=ORG, targets=[Target("report", id=f"j-{i}")])
+        assert wait_until(lambda: auditor.stats()["sinks"]["store"]["sent"] == 50, 20), auditor.stats()
+        with psycopg.connect(pg_outbox_url) as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM audit_events),"
+                " (SELECT count(*) FROM centure_audit_outbox_deliveries WHERE sink = 'workos'),"
+                " (SELECT count(*) FROM centure_audit_outbox_deliveries WHERE sink = 'store')"
+            ).fetchone()
+        assert counts == (50, 50, 0)  # the store owes nothing through the outbox
+        with psycopg.connect(pg_outbox_url) as conn:
+            # xmin: the transaction that wrote a row. Each event's store row and outbox row: the same one.
+            pairs = conn.execute(
+                "SELECT s.xmin::text, o.xmin::text"
+                " FROM audit_events s JOIN centure_audit_outbox_events o ON o.id = s.id"
+            ).fetchall()
+        assert len(pairs) == 50 and all(store_tx == outbox_tx for store_tx, outbox_tx in pairs)
+    finally:
+        auditor.close(1)
+
+
+def test_a_store_failure_in_the_joined_transaction_never_holds_back_the_outbox(
+    pg_outbox_url: str, workos_emulator: WorkOSEmulator
+) -> None:
+    import psycopg
+
+    store = StoreSink(pg_outbox_url)
+    workos = WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)
+    auditor = Auditor(
+        sinks=[workos, store], outbox=pg_outbox_url, geoip=False, retry=RetryPolicy(base=0.05, max_delay=0.2)
+    )
+    try:
+        assert store.store is not None  # opened (tables made), then broken: every store insert fails
+        with psycopg.connect(pg_outbox_url, autocommit=True) as conn:
+            conn.execute("ALTER TABLE audit_event_actions RENAME TO audit_event_actions_away")
+        for i in range(20):
+            auditor.record("report.export", actor=ALICE, organization=ORG, targets=[Target("report", id=f"f-{i}")])
+        assert wait_until(lambda: len(workos_emulator.events) == 20, 20)  # WorkOS is not held back
+        with psycopg.connect(pg_outbox_url, autocommit=True) as conn:
+            assert conn.execute("SELECT count(*) FROM audit_events").fetchone() == (0,)  # all or nothing
+            conn.execute("ALTER TABLE audit_event_actions_away RENAME TO audit_event_actions")
+        assert auditor.flush(20), auditor.stats()  # the store's sender retries them once it works again
+        with psycopg.connect(pg_outbox_url) as conn:
+            assert conn.execute("SELECT count(*) FROM audit_events").fetchone() == (20,)
+    finally:
+        auditor.close(5)

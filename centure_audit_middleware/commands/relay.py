@@ -1,8 +1,9 @@
 """`centure-audit relay`: deliver an outbox's events from a process of its own.
 
 Run the app with `CENTURE_AUDIT_DELIVERY=relay` (or `Auditor(delivery="relay")`): its processes then only commit
-events to the outbox, and this command sends them. One relay per host and outbox is the recipe (the README has a
-systemd unit and a sidecar); more may run, one sends and the others stand by.
+events to the outbox, and this command sends them. With a file outbox, one relay per host and outbox is the recipe
+(the README has a systemd unit and a sidecar); more may run, one sends and the others stand by. With the outbox on
+PostgreSQL, run as many as you like, on any hosts: they all send, each row claimed by one of them.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--outbox",
         default=os.environ.get("CENTURE_AUDIT_OUTBOX", "audit-outbox.db"),
-        help="the outbox file the apps commit to (default: $CENTURE_AUDIT_OUTBOX or ./audit-outbox.db)",
+        help="the outbox the apps commit to: a file, or a postgresql:// URL where any number of relays on any hosts "
+        "share the work (default: $CENTURE_AUDIT_OUTBOX or ./audit-outbox.db)",
     )
     parser.add_argument(
         "--auditor",
@@ -63,6 +65,7 @@ def _auditor(args: argparse.Namespace) -> Any:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from ..delivery.location import redact_dsn
     from ..delivery.relay import Relay
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -74,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stop.set())
     relay.start()
     names = ", ".join(sink.name for sink in sinks)
-    print(f"centure-audit relay: delivering {args.outbox} to {names} (pid {os.getpid()})", file=sys.stderr, flush=True)
+    where = redact_dsn(args.outbox)  # a postgresql:// URL's password never reaches a log
+    print(f"centure-audit relay: delivering {where} to {names} (pid {os.getpid()})", file=sys.stderr, flush=True)
     while not stop.wait(1.0):
         pass
     drained = relay.close(args.shutdown_timeout)

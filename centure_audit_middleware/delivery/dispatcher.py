@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -127,6 +127,15 @@ def _parse(claim: Claim) -> AuditEvent | RejectEvent:
     return RejectEvent(reason[:500])
 
 
+def _joined_write(
+    write: Callable[[Any, Sequence[AuditEvent], Sequence[str]], None],
+    events: Sequence[AuditEvent],
+    bodies: Sequence[str],
+) -> Callable[[Any], None]:
+    """A joined sink's write of one group, for the outbox to run on its transaction's connection."""
+    return lambda conn: write(conn, events, bodies)
+
+
 def _timeout(sink: Sink) -> float:
     """How long one send may take (the sink's own request timeout, when it has one)."""
     timeout = getattr(sink, "timeout", None)
@@ -142,6 +151,10 @@ class _Write:
     dead: list[tuple[str, float, str, str]]
     #: the rows' bodies are captured events (relay mode), for the relay to complete
     captured: bool = False
+    #: writes of inline sinks that live in the outbox's database, committed in the same transaction...
+    also: list[Callable[[Any], None]] = field(default_factory=list)
+    #: ...and those sinks' names (if the joined transaction fails, the rows are owed to them through the outbox)
+    joined: list[str] = field(default_factory=list)
 
 
 class _SinkState:
@@ -219,6 +232,9 @@ class Dispatcher:
         self._inline_states = [self._states[s.name] for s in self.sinks if s.inline and inline]
         self._remote_names = [s.name for s in self.sinks if not (s.inline and inline)]
         self._sink_names = [s.name for s in self.sinks]
+        #: inline sinks writing in the outbox's own transaction (a PostgreSQL store in the outbox's database), by
+        #: name: found once the outbox is open (None: not looked for yet)
+        self._joined: dict[str, Callable[[Any, Sequence[AuditEvent], Sequence[str]], None]] | None = None
 
     def _limiter(self, name: str) -> RateLimiter | PostgresRateLimiter | None:
         limit = self.config.rate_limits.get(name)
@@ -472,18 +488,22 @@ class Dispatcher:
             events.append(event)
             # recorded_at is when we took responsibility (the idempotency window's start), not when it occurred.
             rows.append((event.id, now, event.to_json()))
+        joined = self._joined_writers() if events and not self._captures else {}
         if rows and self._captures:
             # Relay mode: the event rows alone; the relay adds each one's deliveries when it completes it.
             self._pending_writes.append(_Write(rows, [], [], captured=True))
-        elif rows and self._remote_names:
+        elif rows and (self._remote_names or joined):
             # First durable for the senders' sinks, then to the inline ones: a crash in between costs an inline
-            # sink (the local store) at most this group, never a remote one (WorkOS) an event the store has.
-            self._pending_writes.append(_Write(rows, self._remote_names, []))
+            # sink (the local store) at most this group, never a remote one (WorkOS) an event the store has. An
+            # inline sink in the outbox's own database (PostgreSQL) writes in the very same transaction instead.
+            bodies = [body for _, _, body in rows]
+            also = [_joined_write(write, events, bodies) for write in joined.values()]
+            self._pending_writes.append(_Write(rows, self._remote_names, [], also=also, joined=list(joined)))
         if dead:  # an event that could not be built is dead for every sink
             self._pending_writes.append(_Write([], self._sink_names, dead))
         count = self._write_pending()
         for state in self._inline_states:
-            if events:
+            if events and state.sink.name not in joined:
                 self._deliver_inline(state, events, rows, now)
         count += self._write_pending()
         if waiting:
@@ -567,7 +587,9 @@ class Dispatcher:
         while self._pending_writes:
             write = self._pending_writes[0]
             try:
-                if write.rows or write.dead:
+                if write.also:
+                    self._add_joined(write)
+                elif write.rows or write.dead:
                     self.outbox.add(write.rows, write.sinks, write.dead, captured=write.captured)
             except Exception as exc:
                 # Disk full, read-only file, locked database: keep them in memory (bounded) and try again.
@@ -575,11 +597,47 @@ class Dispatcher:
                 self._bound_pending()
                 return count
             self._pending_writes.popleft()
+            for name in write.joined:
+                self._states[name].sent += len(write.rows)
             count += len(write.rows) + len(write.dead)
             self._spooled += len(write.rows)
             for name in write.sinks:
                 self._states[name].dead += len(write.dead)
         return count
+
+    def _joined_writers(self) -> dict[str, Callable[[Any, Sequence[AuditEvent], Sequence[str]], None]]:
+        if self._joined is None:
+            if not self._shared:
+                self._joined = {}
+            else:
+                outbox = self.outbox  # (raises while the database is away: looked for again next round)
+                self._joined = {}
+                for state in self._inline_states:
+                    try:
+                        writer = state.sink.joined_writer(outbox)
+                    except Exception as exc:  # the store can't be opened now: delivered on its own meanwhile
+                        self._log(logging.WARNING, "joined", "audit sink %s not joined: %r", state.sink.name, exc)
+                        continue
+                    if writer is not None:
+                        self._joined[state.sink.name] = writer
+        return self._joined
+
+    def _add_joined(self, write: _Write) -> None:
+        """Commit the outbox rows and the joined sinks' rows in one transaction. If that fails for a reason the
+        outbox alone would not (one event the store refuses), the outbox rows are committed alone, owed to the
+        joined sinks too, whose senders then retry or dead-letter them one by one: a store problem never holds
+        back the outbox."""
+        from .pg_outbox import PostgresOutbox
+
+        outbox = self.outbox
+        assert isinstance(outbox, PostgresOutbox)
+        try:
+            outbox.add(write.rows, write.sinks, write.dead, also=write.also)
+        except Exception as exc:
+            self._log(logging.WARNING, "joined", "audit store write in the outbox transaction failed: %r", exc)
+            write.sinks = write.sinks + write.joined
+            write.also, write.joined = [], []
+            outbox.add(write.rows, write.sinks, write.dead)
 
     def _bound_pending(self) -> None:
         overflow = sum(len(w.rows) + len(w.dead) for w in self._pending_writes) - self.config.max_queue

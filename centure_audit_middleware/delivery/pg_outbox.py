@@ -267,12 +267,17 @@ class PostgresOutbox:
         dead: Sequence[tuple[str, float, str, str]] = (),
         *,
         captured: bool = False,
+        also: Sequence[Callable[[psycopg.Connection[Any]], None]] = (),
     ) -> None:
+        """Commit the group (see `Outbox.add`). `also`: writes of the inline sinks whose storage is this database
+        (the event store), run in the same transaction, so that their rows and the outbox's commit together."""
         with self._pool.connection() as conn, conn.transaction():
-            if events:
+            if events and (sinks or captured):  # (events owed to no sink here are only the joined writes')
                 _group(conn, events, sinks, captured)
             if dead:
                 self._add_dead(conn, dead, sinks)
+            for write in also:
+                write(conn)
 
     def add_in(self, conn: Any, events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool) -> None:
         """Write events through the app's own connection (a DB-API connection in a transaction): they commit or roll

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..events import AuditEvent
 
@@ -68,6 +69,12 @@ class Sink(ABC):
         """`send_many`, given each event's JSON (`event.to_json()`) too: a sink that writes JSON uses it instead
         of encoding the event again. Override it for that; by default the same as `send_many(events)`."""
         return self.send_many(events)
+
+    def joined_writer(self, outbox: object) -> Callable[[Any, Sequence[AuditEvent], Sequence[str]], None] | None:
+        """For an inline sink whose storage is the outbox's own database: a function writing a group through the
+        outbox's connection, inside the transaction that commits the group's outbox rows, so that the two commit
+        together or not at all. None (the default): delivered on its own, after the outbox commit."""
+        return None
 
     def idle(self) -> None:
         """Called by the committer, for an inline sink, in a round that left nothing waiting: a moment for deferred

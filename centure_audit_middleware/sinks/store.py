@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Sequence
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 from ..events import AuditEvent
 from ..store import DEFAULT_STORE, EventStore, StoreUnavailable, open_store
@@ -80,6 +80,20 @@ class StoreSink(Sink):
             # Perhaps one event the store cannot take (ValueError): find it, so that it alone is dead-lettered.
             return [self._append_one(event) for event in events]
         return [None for _ in events]
+
+    def joined_writer(self, outbox: object) -> Callable[[Any, Sequence[AuditEvent], Sequence[str]], None] | None:
+        """The store's append through the outbox's connection when both are the same PostgreSQL database (and the
+        store's tables are in the outbox's search path): the event's store row and outbox rows then commit in one
+        transaction."""
+        conninfo = getattr(outbox, "conninfo", None)
+        if conninfo is None or (self._store is None and "://" not in (self._location or "")):
+            return None  # a file store is never the outbox's database (and need not be opened to say so)
+        store = self.store
+        same = getattr(store, "same_database", None)
+        if same is None or not same(conninfo):
+            return None
+        append_in: Callable[[Any, Sequence[AuditEvent], Sequence[str]], None] = store.append_in  # type: ignore[attr-defined]
+        return append_in
 
     def idle(self) -> None:
         """Index a batch of the events appended since the store's free-text index last caught up: when a full

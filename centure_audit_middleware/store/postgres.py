@@ -127,6 +127,21 @@ def _pg_safe(row: StoredRow) -> StoredRow:
     )
 
 
+def _rows(
+    events: Sequence[AuditEvent], bodies: Sequence[str] | None
+) -> tuple[dict[str, StoredRow], dict[str, list[tuple[int, str, str]]]]:
+    """Each distinct event's store row and its targets (position, type, id), NUL-free."""
+    rows: dict[str, StoredRow] = {}
+    targets: dict[str, list[tuple[int, str, str]]] = {}
+    for i, event in enumerate(events):
+        row = _pg_safe(event_row(event, None if bodies is None else bodies[i]))
+        if row.id in rows:
+            continue
+        rows[row.id] = row
+        targets[row.id] = [(i, _without_nul(t.type), _without_nul(t.id)) for i, t in enumerate(event.targets)]
+    return rows, targets
+
+
 def _configure_connection(conn: psycopg.Connection[Any]) -> None:
     # The staging table of `append`: per session (temporary), emptied by every commit.
     conn.execute(
@@ -162,6 +177,7 @@ class PostgresStore(SqlEventStore):
         timeout: float = 10.0,
     ) -> None:
         self.schema = _check_schema_name(schema) if schema is not None else None
+        self.conninfo = conninfo
         kwargs: dict[str, Any] = {"autocommit": True}
         if self.schema is not None:
             # Quoted as an identifier inside the libpq `options` value (itself a command-line style string).
@@ -254,82 +270,95 @@ class PostgresStore(SqlEventStore):
     # --- writes ---
 
     def append(self, events: Sequence[AuditEvent], *, bodies: Sequence[str] | None = None) -> int:
-        rows: dict[str, StoredRow] = {}
-        targets: dict[str, list[tuple[int, str, str]]] = {}
-        for i, event in enumerate(events):
-            row = _pg_safe(event_row(event, None if bodies is None else bodies[i]))
-            if row.id in rows:
-                continue
-            rows[row.id] = row
-            targets[row.id] = [(i, _without_nul(t.type), _without_nul(t.id)) for i, t in enumerate(event.targets)]
+        rows, targets = _rows(events, bodies)
         if not rows:
             return 0
         if self._closed:
             raise StoreError("the event store is closed")
-        values = list(rows.values())
         try:
             with self._pool.connection() as conn, conn.transaction():
-                # COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: COPY is ten times
-                # faster than passing the batch as arrays, and ON CONFLICT keeps the append idempotent.
-                with conn.cursor().copy(
-                    "COPY pg_temp.audit_events_incoming (id, organization_id, occurred_at, action, actor_id,"
-                    " actor_name, actor_type, search_text, body, csv_row) FROM STDIN"
-                ) as copy:
-                    for r in values:
-                        copy.write_row(
-                            (
-                                r.id,
-                                r.organization_id,
-                                from_micros(r.occurred_at_us),
-                                r.action,
-                                r.actor_id,
-                                r.actor_name,
-                                r.actor_type,
-                                r.search_text,
-                                r.body,
-                                r.csv_row,
-                            )
-                        )
-                inserted = conn.execute(
-                    """INSERT INTO audit_events (id, organization_id, occurred_at, action, actor_id, actor_name,
-                                                 actor_type, search_text, body, csv_row)
-                    SELECT id, organization_id, occurred_at, action, actor_id, actor_name, actor_type, search_text,
-                           body::jsonb, csv_row
-                    FROM pg_temp.audit_events_incoming
-                    ON CONFLICT (id) DO NOTHING
-                    RETURNING seq, id"""
-                ).fetchall()
-                if not inserted:
-                    return 0
-                pairs: set[tuple[str, str]] = set()
-                actors: set[tuple[str, str, str]] = set()
-                with conn.cursor().copy(
-                    "COPY audit_event_targets (seq, position, organization_id, type, target_id) FROM STDIN"
-                ) as copy:
-                    for seq, event_id in inserted:
-                        row = rows[event_id]
-                        pairs.add((row.organization_id, row.action))
-                        if row.actor_name:
-                            actors.add((row.organization_id, row.actor_name, row.actor_id))
-                        for position, target_type, target_id in targets[event_id]:
-                            copy.write_row((seq, position, row.organization_id, target_type, target_id))
-                # Sorted: concurrent appends then lock these rows in one order and cannot deadlock on each other.
-                ordered = sorted(pairs)
-                conn.execute(
-                    "INSERT INTO audit_event_actions (organization_id, action)"
-                    " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                    ([o for o, _ in ordered], [a for _, a in ordered]),
-                )
-                if actors:
-                    by_key = sorted(actors)
-                    conn.execute(
-                        "INSERT INTO audit_event_actors (organization_id, actor_name, actor_id)"
-                        " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
-                        ([o for o, _, _ in by_key], [n for _, n, _ in by_key], [i for _, _, i in by_key]),
-                    )
-                return len(inserted)
+                return self._insert(conn, rows, targets)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+
+    def same_database(self, conninfo: str) -> bool:
+        """Whether `conninfo` (an outbox's) reaches this store's tables: the same DSN, no schema of the store's own."""
+        return self.schema is None and conninfo == self.conninfo
+
+    def append_in(self, conn: psycopg.Connection[Any], events: Sequence[AuditEvent], bodies: Sequence[str]) -> None:
+        """`append` through `conn`, inside the transaction it is in (the outbox's group commit): the store rows
+        commit with the outbox rows, or not at all."""
+        rows, targets = _rows(events, bodies)
+        if rows:
+            _configure_connection(conn)  # the staging table, on a connection the store's pool did not make
+            self._insert(conn, rows, targets)
+
+    def _insert(
+        self,
+        conn: psycopg.Connection[Any],
+        rows: dict[str, StoredRow],
+        targets: dict[str, list[tuple[int, str, str]]],
+    ) -> int:
+        values = list(rows.values())
+        # COPY into a per-connection staging table, then one INSERT ... ON CONFLICT: COPY is ten times
+        # faster than passing the batch as arrays, and ON CONFLICT keeps the append idempotent.
+        with conn.cursor().copy(
+            "COPY pg_temp.audit_events_incoming (id, organization_id, occurred_at, action, actor_id,"
+            " actor_name, actor_type, search_text, body, csv_row) FROM STDIN"
+        ) as copy:
+            for r in values:
+                copy.write_row(
+                    (
+                        r.id,
+                        r.organization_id,
+                        from_micros(r.occurred_at_us),
+                        r.action,
+                        r.actor_id,
+                        r.actor_name,
+                        r.actor_type,
+                        r.search_text,
+                        r.body,
+                        r.csv_row,
+                    )
+                )
+        inserted = conn.execute(
+            """INSERT INTO audit_events (id, organization_id, occurred_at, action, actor_id, actor_name,
+                                         actor_type, search_text, body, csv_row)
+            SELECT id, organization_id, occurred_at, action, actor_id, actor_name, actor_type, search_text,
+                   body::jsonb, csv_row
+            FROM pg_temp.audit_events_incoming
+            ON CONFLICT (id) DO NOTHING
+            RETURNING seq, id"""
+        ).fetchall()
+        if not inserted:
+            return 0
+        pairs: set[tuple[str, str]] = set()
+        actors: set[tuple[str, str, str]] = set()
+        with conn.cursor().copy(
+            "COPY audit_event_targets (seq, position, organization_id, type, target_id) FROM STDIN"
+        ) as copy:
+            for seq, event_id in inserted:
+                row = rows[event_id]
+                pairs.add((row.organization_id, row.action))
+                if row.actor_name:
+                    actors.add((row.organization_id, row.actor_name, row.actor_id))
+                for position, target_type, target_id in targets[event_id]:
+                    copy.write_row((seq, position, row.organization_id, target_type, target_id))
+        # Sorted: concurrent appends then lock these rows in one order and cannot deadlock on each other.
+        ordered = sorted(pairs)
+        conn.execute(
+            "INSERT INTO audit_event_actions (organization_id, action)"
+            " SELECT * FROM unnest(%s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+            ([o for o, _ in ordered], [a for _, a in ordered]),
+        )
+        if actors:
+            by_key = sorted(actors)
+            conn.execute(
+                "INSERT INTO audit_event_actors (organization_id, actor_name, actor_id)"
+                " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) ON CONFLICT DO NOTHING",
+                ([o for o, _, _ in by_key], [n for _, n, _ in by_key], [i for _, _, i in by_key]),
+            )
+        return len(inserted)
 
     def _execute(self, query: str, params: Sequence[object]) -> int:
         if self._closed:
