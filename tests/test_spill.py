@@ -52,6 +52,31 @@ def test_a_burst_past_the_threshold_spills_and_every_event_arrives_once(tmp_path
         auditor.close()
 
 
+def test_in_relay_mode_spilled_captures_are_committed_and_flush_returns(tmp_path: Path) -> None:
+    """An app in relay mode spills captured events; once they are in the outbox, flush() returns (it used to wait
+    for them for ever: they were never counted as moved), and a relay delivers each once."""
+    from centure_audit_middleware.delivery.relay import Relay
+
+    sink = RemoteMemorySink()
+    outbox = tmp_path / "outbox.db"
+    app = Auditor(sinks=[sink], outbox=outbox, geoip=False, delivery="relay")
+    app.dispatcher._spill_at = 0  # every hand-off spills
+    try:
+        for i in range(500):
+            app.record("doc.read", actor=ALICE, organization=ORG, targets=[Target("doc", id=f"c{i}")])
+        assert app.stats()["spilled"] == 500
+        assert app.flush(20), app.stats()
+    finally:
+        app.close()
+    relay = Relay.for_auditor(app, outbox)
+    relay.start()
+    try:
+        assert wait_until(lambda: len(sink.events) == 500, 20)
+    finally:
+        relay.close()
+    assert sorted(e.targets[0].id for e in sink.events) == sorted(f"c{i}" for i in range(500))
+
+
 SPILLING_JOB = """
 import sys, time
 from centure_audit_middleware import Auditor, Target

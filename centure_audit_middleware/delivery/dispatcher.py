@@ -550,7 +550,7 @@ class Dispatcher:
                     for state in self._inline_states:
                         self._deliver_inline(state, events, rows, now)
                     self._write_pending()
-                moved += len(rows)
+                moved += len(rows) + len(captured)  # (captured ones too: a relay-mode flush() waits for them)
             self._spill.remove(path)
             if self._spill.is_own(path):  # (another process's rows were counted there)
                 with self._committed:
