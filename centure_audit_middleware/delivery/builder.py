@@ -310,14 +310,17 @@ class EventBuilder:
         if ctx is not None:
             location = ctx.client_ip or "unknown"
             raw_agent = ctx.user_agent
-            user_agent = truncate(raw_agent, MAX_USER_AGENT_LENGTH) if raw_agent else None
+            if raw_agent:  # (a browser's fits as it is: no call for it)
+                fits = len(raw_agent) <= MAX_USER_AGENT_LENGTH // 2 and raw_agent.isascii()
+                user_agent = raw_agent if fits else truncate(raw_agent, MAX_USER_AGENT_LENGTH)
             geo = ctx.geo
             user_agent_info = ctx.user_agent_info
             # Positional: a dataclass's __init__ is measurably cheaper without keywords, once per event.
             request = RequestInfo(
                 ctx.method, ctx.path, ctx.route_template(), ctx.status or None, ctx.peer, ctx.request_id
             )
-            self._add_geo_metadata(geo, metadata)
+            if geo is not None:
+                self._add_geo_metadata(geo, metadata)
         return AuditEvent(
             new_event_id(timestamp),
             organization_id,

@@ -578,37 +578,38 @@ class SqliteStore(SqlEventStore):
             rows = [event_row(event, body, with_csv=False) for event, body in zip(events, bodies, strict=True)]
         if not rows:
             return 0
-        targets = {
-            row.id: [(position, t.type, t.id) for position, t in enumerate(event.targets)]
-            for row, event in zip(rows, events, strict=True)
-        }
         with self._connection() as conn:
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 # Inside the write lock, so no other writer can slip an id in between the check and the insert.
                 existing: set[str] = set()
-                ids = list(targets)
+                ids = [row.id for row in rows]
                 for i in range(0, len(ids), _ID_CHUNK):
                     chunk = ids[i : i + _ID_CHUNK]
                     marks = ", ".join("?" * len(chunk))
                     existing.update(
                         r[0] for r in conn.execute(f"SELECT id FROM audit_events WHERE id IN ({marks})", chunk)
                     )
-                new: dict[str, StoredRow] = {}
+                new: dict[str, tuple[StoredRow, AuditEvent]] = {}
                 numbers: dict[str, int] = {}
-                for row in rows:
+                for row, event in zip(rows, events, strict=True):
                     if row.id not in existing and row.id not in new:
-                        new[row.id] = row
+                        new[row.id] = (row, event)
                 if new:
                     # Explicit seq values (each organization's next ones, in its own range), so that the targets
                     # can be written without asking for each event's rowid.
-                    counters = self._assign_org_numbers(conn, {r.organization_id for r in new.values()})
+                    counters = self._assign_org_numbers(conn, {r.organization_id for r, _ in new.values()})
                     numbers = {org: num for org, (num, _) in counters.items()}
                     next_seq = {org: last + 1 for org, (_, last) in counters.items()}
-                    seqs: dict[str, int] = {}
-                    for r in new.values():
-                        seqs[r.id] = next_seq[r.organization_id]
-                        next_seq[r.organization_id] += 1
+                    event_rows: list[tuple[object, ...]] = []
+                    target_rows: list[tuple[object, ...]] = []
+                    for r, event in new.values():  # one pass: this runs for every event stored
+                        org = r.organization_id
+                        seq = next_seq[org]
+                        next_seq[org] = seq + 1
+                        event_rows.append((seq, *r))
+                        for position, target in enumerate(event.targets):
+                            target_rows.append((seq, position, org, target.type, target.id))
                     conn.executemany(
                         "UPDATE audit_orgs SET last_seq = ? WHERE num = ?",
                         [(next_seq[org] - 1, num) for org, num in numbers.items()],
@@ -616,25 +617,23 @@ class SqliteStore(SqlEventStore):
                     conn.executemany(
                         "INSERT INTO audit_events (seq, id, organization_id, occurred_at, action, actor_id, actor_name,"
                         " actor_type, search_text, body, csv_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        [(seqs[r.id], *r) for r in new.values()],
+                        event_rows,
                     )
                     conn.executemany(
                         "INSERT INTO audit_event_targets (seq, position, organization_id, type, target_id)"
                         " VALUES (?, ?, ?, ?, ?)",
-                        [
-                            (seqs[r.id], position, r.organization_id, target_type, target_id)
-                            for r in new.values()
-                            for position, target_type, target_id in targets[r.id]
-                        ],
+                        target_rows,
                     )
                     conn.executemany(
                         "INSERT OR IGNORE INTO audit_event_actions (organization_id, action) VALUES (?, ?)",
-                        sorted({(r.organization_id, r.action) for r in new.values()}),
+                        sorted({(r.organization_id, r.action) for r, _ in new.values()}),
                     )
                     conn.executemany(
                         "INSERT OR IGNORE INTO audit_event_actors (organization_id, actor_name, actor_id)"
                         " VALUES (?, ?, ?)",
-                        sorted({(r.organization_id, r.actor_name, r.actor_id) for r in new.values() if r.actor_name}),
+                        sorted(
+                            {(r.organization_id, r.actor_name, r.actor_id) for r, _ in new.values() if r.actor_name}
+                        ),
                     )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
