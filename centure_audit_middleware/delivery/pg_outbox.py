@@ -126,6 +126,40 @@ def _group(conn: Any, events: Sequence[tuple[str, float, str]], sinks: Sequence[
         )
 
 
+_INCOMING: Final = "pg_temp.centure_audit_outbox_incoming"
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # The staging table of `_copy_group`: per session (temporary), emptied by every commit.
+    conn.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS centure_audit_outbox_incoming"
+        " (id text, recorded_at float8, body text, due float8) ON COMMIT DELETE ROWS"
+    )
+
+
+def _copy_group(
+    conn: psycopg.Connection[Any], events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool
+) -> None:
+    """`_group` for the outbox's own connections: COPY into a staging table, then two INSERT ... SELECT. Passing a
+    group as text arrays costs ~50 µs of CPU per event (psycopg escapes each element with a regex); COPY ~5."""
+    now = time.time()
+    with conn.cursor().copy(f"COPY {_INCOMING} (id, recorded_at, body, due) FROM STDIN") as copy:
+        for event_id, recorded_at, body in events:
+            copy.write_row((event_id, recorded_at, body.replace("\x00", "\ufffd"), due_at(event_id, now)))
+    conn.execute(
+        f"INSERT INTO {_EVENTS} (id, recorded_at, body, captured) SELECT id, recorded_at, body, %s FROM {_INCOMING}"
+        " ON CONFLICT (id) DO NOTHING",
+        (captured,),
+    )
+    if sinks:
+        conn.execute(
+            f"INSERT INTO {_DELIVERIES} (sink, event_id, next_attempt_at)"
+            f" SELECT s.sink, i.id, i.due FROM {_INCOMING} i CROSS JOIN unnest(%s::text[]) AS s(sink)"
+            " ON CONFLICT (sink, event_id) DO NOTHING",
+            (list(sinks),),
+        )
+
+
 class PostgresOutbox:
     """The outbox in a PostgreSQL database (`conninfo`: a libpq DSN or ``postgresql://`` URL)."""
 
@@ -166,6 +200,7 @@ class PostgresOutbox:
             name="centure-audit-outbox",
             timeout=self._timeout,
             check=ConnectionPool.check_connection,
+            configure=_configure,
         )
         try:
             pool.open(wait=True, timeout=self._timeout)
@@ -273,7 +308,7 @@ class PostgresOutbox:
         (the event store), run in the same transaction, so that their rows and the outbox's commit together."""
         with self._pool.connection() as conn, conn.transaction():
             if events and (sinks or captured):  # (events owed to no sink here are only the joined writes')
-                _group(conn, events, sinks, captured)
+                _copy_group(conn, events, sinks, captured)
             if dead:
                 self._add_dead(conn, dead, sinks)
             for write in also:
