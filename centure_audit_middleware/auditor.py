@@ -381,6 +381,7 @@ class Auditor:
         try:
             spec = self._spec(ctx)
             if not (ctx.durable or (spec is not None and spec.durable)):
+                ctx.spec = spec  # resolved once: complete() reuses it
                 return None
             ctx.finished = True  # completed here, not when the body ends
             return self._commit_durably(self._decide(ctx, spec))
