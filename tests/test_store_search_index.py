@@ -283,3 +283,29 @@ def test_a_v1_store_migrates_and_keeps_its_index(tmp_path: Path) -> None:
     # retried by its dispatcher) rather than index an event twice.
     with closing(sqlite3.connect(path)) as conn, pytest.raises(sqlite3.OperationalError, match="no such table"):
         conn.execute("INSERT INTO audit_events_fts (rowid, search_text) VALUES (1, 'x')")
+
+
+def test_a_relays_store_is_indexed_when_its_sender_has_nothing_to_send(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from centure_audit_middleware.delivery.relay import Relay
+
+    monkeypatch.setattr(store_sink_module, "INDEX_QUIET", 0.2)
+    outbox, path = tmp_path / "outbox.db", tmp_path / "audit.db"
+    app = Auditor(sinks=[StoreSink(path)], outbox=outbox, geoip=False, delivery="relay")
+    for i in range(20):
+        app.record("report.export", actor=Actor("user_1"), organization=ORG_A, metadata={"n": i})
+    assert app.flush(5)
+    app.close()
+    relay = Relay([StoreSink(path)], outbox)  # no committer there: the store's sender has the idle moments
+    relay.start()
+    try:
+        assert relay.flush(10)
+        with SqliteStore(path, create=False) as store:
+            deadline = time.monotonic() + 10
+            while watermarks(store)[1] != (20, 20):
+                assert time.monotonic() < deadline, watermarks(store)
+                time.sleep(0.02)
+    finally:
+        relay.close()
+    check_index(path)

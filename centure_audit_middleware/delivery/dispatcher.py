@@ -729,6 +729,8 @@ class Dispatcher:
         claimed_at = time.time()  # the leases run from here (claim() may first wait for another process's lock)
         claims = self.outbox.claim(state.sink.name, limit, self.config.lease, now=claimed_at)
         if not claims:
+            if state not in self._inline_states:  # (an inline sink's idle moments are the committer's)
+                state.sink.idle()  # nothing to send: its deferred work (the relay's store: the text index)
             next_due = self.outbox.next_due(state.sink.name)
             if next_due is None:
                 return self.config.poll_interval

@@ -77,8 +77,9 @@ class Sink(ABC):
         return None
 
     def idle(self) -> None:
-        """Called by the committer, for an inline sink, in a round that left nothing waiting: a moment for deferred
-        work (the store's text index), kept short (it delays the next round). Must not raise."""
+        """A moment for deferred work (the store's text index), kept short: called by the committer for an inline
+        sink in a round that left nothing waiting, else by the sink's sender when it found nothing to send. Must not
+        raise."""
 
     def close(self) -> None:
         """Release resources; called by `Auditor.close()`, possibly more than once: must be idempotent."""
