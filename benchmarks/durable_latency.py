@@ -27,6 +27,9 @@ from starlette.routing import Route
 from centure_audit_middleware import Actor, Auditor, audit, audited
 from centure_audit_middleware.sinks import MemorySink, StoreSink
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cpu_per_event import SCOPE, _receive, _send
+
 
 class RemoteSink(MemorySink):
     inline = False  # delivered from the outbox, like WorkOS
@@ -50,29 +53,10 @@ def make_app(auditor: Auditor) -> Any:
 
 
 async def call(app: Any, path: str) -> float:
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "root_path": "",
-        "headers": [(b"host", b"bench")],
-        "client": ("127.0.0.1", 5000),
-        "server": ("bench", 80),
-    }
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        pass
-
+    """One raw ASGI request (the scope of `cpu_per_event.py`, on `path`); its wall time."""
+    scope = dict(SCOPE, path=path, raw_path=path.encode())
     started = time.perf_counter()
-    await app(scope, receive, send)
+    await app(scope, _receive, _send)
     return time.perf_counter() - started
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Generator, Iterator
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -15,6 +16,9 @@ from centure_audit_middleware.testing import Exchange, WorkOSEmulator, observe_e
 from . import workos_spec
 from .reliability_support import ProcessGroup
 from .requirements import in_ci
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 ALICE = Actor("user_alice", name="Alice Example", metadata={"email": "alice@example.com"})
 BOB = Actor("user_bob", name="Bob Example")
@@ -31,6 +35,23 @@ def auditor(tmp_path: Path, sink: MemorySink) -> Iterator[Auditor]:
     auditor = Auditor(sinks=[sink], outbox=tmp_path / "outbox.db", geoip=False, commit_interval=0.01)
     yield auditor
     auditor.close(timeout=5)
+
+
+def fastapi_app_as_alice() -> FastAPI:
+    """A FastAPI app whose auth layer (an HTTP middleware) says Alice of `ORG` acts in every request."""
+    from fastapi import FastAPI
+
+    from centure_audit_middleware import audit
+
+    app = FastAPI()
+
+    @app.middleware("http")
+    async def identify(request, call_next):  # type: ignore[no-untyped-def]
+        audit.actor(ALICE)
+        audit.organization(ORG)
+        return await call_next(request)
+
+    return app
 
 
 def delivered(auditor: Auditor, sink: MemorySink) -> list[AuditEvent]:

@@ -23,7 +23,7 @@ from centure_audit_middleware.delivery.durable import DurabilityError
 from centure_audit_middleware.sinks import MemorySink
 from centure_audit_middleware.sinks.base import Sink
 
-from .conftest import ALICE, ORG
+from .conftest import ALICE, ORG, fastapi_app_as_alice
 
 #: far longer than any test: nothing is committed by the interval
 NEVER = 3600.0
@@ -52,13 +52,7 @@ def make_auditor(tmp_path: Path, sinks: Sequence[Sink], **settings: object) -> A
 
 
 def fastapi_app(auditor: Auditor) -> FastAPI:
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def identify(request, call_next):  # type: ignore[no-untyped-def]
-        audit.actor(ALICE)
-        audit.organization(ORG)
-        return await call_next(request)
+    app = fastapi_app_as_alice()
 
     @app.delete("/projects/{project_id}")
     @audited("project.delete", targets=[Target.from_path("project", "project_id")], durable=True)

@@ -21,7 +21,7 @@ from centure_audit_middleware.store.query import EventQuery
 from centure_audit_middleware.testing import WorkOSEmulator
 from centure_audit_middleware.transactional import TransactionalRecordingError
 
-from .conftest import ALICE, ORG
+from .conftest import ALICE, ORG, fastapi_app_as_alice
 from .pg_outbox_fixtures import pg_outbox_url
 from .reliability_support import wait_until
 
@@ -46,13 +46,7 @@ def pool(pg_outbox_url: str) -> Iterator[object]:
 
 
 def orders_app(auditor: Auditor, pool: object) -> FastAPI:
-    app = FastAPI()
-
-    @app.middleware("http")
-    async def identify(request, call_next):  # type: ignore[no-untyped-def]
-        audit.actor(ALICE)
-        audit.organization(ORG)
-        return await call_next(request)
+    app = fastapi_app_as_alice()
 
     @app.post("/orders/{order_id}")
     @audited("order.create", targets=[Target.from_path("order", "order_id")])

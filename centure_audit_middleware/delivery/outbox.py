@@ -80,6 +80,15 @@ class OutboxStats:
     dead: int
     oldest_pending_age: float | None
 
+    @classmethod
+    def counted(cls, pending: int, dead: int, oldest: float | None, captured: tuple[int, float | None]) -> OutboxStats:
+        """From the deliveries' counts and oldest recording time, and the captured events' (count, oldest): those
+        (relay mode) are owed to every sink before their deliveries exist."""
+        count, oldest_captured = captured
+        if oldest_captured is not None and (oldest is None or oldest_captured < oldest):
+            oldest = oldest_captured
+        return cls(int(pending) + int(count), int(dead), None if oldest is None else max(0.0, time.time() - oldest))
+
 
 @dataclass(frozen=True, slots=True)
 class SenderInfo:
@@ -411,12 +420,8 @@ class Outbox:
             f" FROM deliveries d JOIN events e ON e.id = d.event_id {where}",
             args,
         )
-        # Captured events (relay mode) are owed to every sink before their deliveries exist.
-        [(captured, oldest_captured)] = self._query("SELECT count(*), min(recorded_at) FROM events WHERE captured = 1")
-        if oldest_captured is not None and (oldest is None or oldest_captured < oldest):
-            oldest = oldest_captured
-        pending = int(pending) + int(captured)
-        return OutboxStats(pending, int(dead), None if oldest is None else max(0.0, time.time() - oldest))
+        [captured] = self._query("SELECT count(*), min(recorded_at) FROM events WHERE captured = 1")
+        return OutboxStats.counted(pending, dead, oldest, captured)
 
     def dead_letters(self, sink: str | None = None, limit: int = 100) -> list[DeadLetter]:
         where, args = ("AND d.sink = ?", (sink, limit)) if sink else ("", (limit,))

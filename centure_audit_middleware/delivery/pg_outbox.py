@@ -466,12 +466,8 @@ class PostgresOutbox:
             f" FROM {_DELIVERIES} d JOIN {_EVENTS} e ON e.id = d.event_id {where}",
             args,
         )
-        [(captured, oldest_captured)] = self._fetch(f"SELECT count(*), min(recorded_at) FROM {_EVENTS} WHERE captured")
-        if oldest_captured is not None and (oldest is None or oldest_captured < oldest):
-            oldest = oldest_captured
-        return OutboxStats(
-            int(pending) + int(captured), int(dead), None if oldest is None else max(0.0, time.time() - oldest)
-        )
+        [captured] = self._fetch(f"SELECT count(*), min(recorded_at) FROM {_EVENTS} WHERE captured")
+        return OutboxStats.counted(pending, dead, oldest, captured)
 
     def sinks(self) -> list[str]:
         return [str(row[0]) for row in self._fetch(f"SELECT DISTINCT sink FROM {_DELIVERIES} ORDER BY 1")]
