@@ -282,3 +282,34 @@ def test_a_store_failure_in_the_joined_transaction_never_holds_back_the_outbox(
             assert conn.execute("SELECT count(*) FROM audit_events").fetchone() == (20,)
     finally:
         auditor.close(5)
+
+
+def test_a_forked_child_leaves_the_parents_connections_alone(pg_outbox_url: str) -> None:
+    """gunicorn --preload: the master's outbox is open when the workers fork. The child opens a pool of its own (on
+    first use) and collecting the inherited one leaves the parent's session alone: the parent keeps its very
+    session."""
+    import gc
+
+    outbox = PostgresOutbox(pg_outbox_url)
+    try:
+        with outbox._pool.connection() as conn:
+            parent_session = conn.info.backend_pid
+        outbox.add(rows(1, "parent"), ["workos"])
+        pid = os.fork()
+        if pid == 0:  # the child: the dispatcher's at-fork hook calls forget_connections()
+            code = 1
+            try:
+                outbox.forget_connections()
+                gc.collect()
+                outbox.add(rows(1, "child"), ["workos"])
+                with outbox._pool.connection() as conn:
+                    code = 0 if conn.info.backend_pid != parent_session else 2
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        with outbox._pool.connection() as conn:
+            assert conn.info.backend_pid == parent_session  # the parent's session survived the child
+        assert outbox.stats("workos").pending == 2
+    finally:
+        outbox.close()

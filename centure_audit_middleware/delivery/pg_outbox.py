@@ -184,7 +184,8 @@ class PostgresOutbox:
         self.dead_after = dead_after
         self._max_size = max_size
         self._timeout = timeout
-        self._pool = self._open_pool()
+        self._opening = threading.Lock()
+        self._pool_or_none: ConnectionPool[psycopg.Connection[Any]] | None = self._open_pool()
         self._beating: threading.Thread | None = None
         self._stop_beating = threading.Event()
         self._last_reap = 0.0
@@ -215,9 +216,22 @@ class PostgresOutbox:
         return pool
 
     # -- connections -------------------------------------------------------------------------------------------
+    @property
+    def _pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
+        pool = self._pool_or_none
+        if pool is None:
+            with self._opening:
+                pool = self._pool_or_none
+                if pool is None:
+                    pool = self._pool_or_none = self._open_pool()
+        return pool
+
     def forget_connections(self) -> None:
-        """After fork: the child must not use (nor close) the parent's connections. A pool of its own, afresh."""
-        self._pool = self._open_pool()
+        """After fork: the child must not use the parent's connections, nor close them (psycopg leaves a connection
+        made by another process alone when it is collected). A pool of its own is opened on first use, not here in
+        the fork hook: a forking server would wait for every child to connect."""
+        self._pool_or_none = None
+        self._opening = threading.Lock()
         self._beating = None
         self._stop_beating = threading.Event()
         self.owner = new_owner()
@@ -228,12 +242,12 @@ class PostgresOutbox:
         if beating is not None and beating is not threading.current_thread():
             beating.join(timeout=2)
         self._beating = None
-        try:
-            with self._pool.connection() as conn:
-                conn.execute("DELETE FROM centure_audit_outbox_senders WHERE owner = %s", (self.owner,))
-        except Exception:
-            pass  # the row simply ages out
-        self._pool.close()
+        pool, self._pool_or_none = self._pool_or_none, None
+        if pool is None:  # never opened (a forked child that did nothing): nothing to close
+            return
+        with contextlib.suppress(Exception), pool.connection() as conn:  # (if not, the row simply ages out)
+            conn.execute("DELETE FROM centure_audit_outbox_senders WHERE owner = %s", (self.owner,))
+        pool.close()
 
     def _fetch(self, query: str, args: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         with self._pool.connection() as conn:
