@@ -303,6 +303,14 @@ class Auditor:
             return
         ctx.finished = True
         if ctx.bound is not None:  # audit.bind(): every event of the request went into the app's transaction
+            if ctx.pending:  # recorded after `await audit.abind()`, and never written: said, never silently lost
+                logger.error(
+                    "audit: %d event(s) recorded after await audit.abind() were not written in the transaction: "
+                    "recorded now, outside it (await audit.abind() again after the last audit.record())",
+                    len(ctx.pending),
+                )
+                for late in ctx.pending:
+                    self.handoff(late)
             return
         try:
             for item in self._decide(ctx, self._spec(ctx)):
@@ -364,6 +372,22 @@ class Auditor:
         ctx.bound = transaction
         ctx.pending = None
         self.write_bound(ctx, items)
+
+    async def abind(self, ctx: RequestContext, transaction: Any) -> None:
+        """`await audit.abind()`: write the request's events so far in an async `transaction`. May be awaited again
+        for `audit.record()`s made after it (a later `record()` can't await its write, so it waits for that)."""
+        from .transactional import async_connection, write_in_transaction_async
+
+        await async_connection(transaction)  # refuse what can't be written through before anything else
+        items = self._decide(ctx, self._spec(ctx)) if ctx.bound is None else list(ctx.pending or ())
+        ctx.bound = transaction
+        ctx.bound_async = True
+        ctx.pending = None
+        if self.audit_log is not None:  # a test: recorded (built, validated) as any event, nothing is written
+            for item in items:
+                self.handoff(item)
+            return
+        await write_in_transaction_async(self, transaction, items)
 
     def write_bound(self, ctx: RequestContext, items: list[RequestContext | PendingEvent]) -> None:
         from .transactional import write_in_transaction

@@ -60,6 +60,8 @@ class RequestContext:
     durable: bool = False
     #: the app's transaction this request's events are written in (`audit.bind`), or None
     bound: Any = None
+    #: ...an async one (`await audit.abind`): later `record()`s wait in `pending` for the next `abind`
+    bound_async: bool = False
     spec: AuditSpec | None = None
     endpoint: Any = None
     route: str | None = None
@@ -335,6 +337,13 @@ class Audit:
         ctx = _require_open()
         ctx.auditor.bind(ctx, transaction)
 
+    async def abind(self, transaction: Any) -> None:
+        """`bind` for an async connection or session (psycopg's `AsyncConnection`, SQLAlchemy's `AsyncSession`):
+        the request's own event and its `record()`s so far are written now; await it again after later
+        `record()`s (a `record()` can't await its write)."""
+        ctx = _require_open()
+        await ctx.auditor.abind(ctx, transaction)
+
     def record(
         self,
         action: str,
@@ -378,7 +387,7 @@ class Audit:
             write_in_transaction(ctx.auditor if ctx is not None else default_auditor(), transaction, [pending])
             return
         if ctx is not None:
-            if ctx.bound is not None and not ctx.finished:  # audit.bind(): written in the app's transaction, now
+            if ctx.bound is not None and not ctx.finished and not ctx.bound_async:  # audit.bind(): written now
                 ctx.auditor.write_bound(ctx, [pending])
                 return
             if ctx.finished:  # e.g. a background task: the request's own event is already out

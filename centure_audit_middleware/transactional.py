@@ -7,7 +7,8 @@ deliveries for every sink, the local store included); the senders (the app's or 
 
 `tx` may be a psycopg 3 or psycopg2 connection (any DB-API connection with PostgreSQL's placeholders), or a
 SQLAlchemy `Session` or `Connection` (the rows go through the connection of the session's current transaction).
-Async connections and sessions are refused, with a message: their writes would have to be awaited.
+Async connections and sessions (psycopg's `AsyncConnection`, SQLAlchemy's `AsyncSession`) take `await audit.abind(tx)`:
+the writes are awaited in the app's event loop.
 """
 
 from __future__ import annotations
@@ -21,8 +22,15 @@ from .context import PendingEvent, RequestContext
 
 if TYPE_CHECKING:
     from .auditor import Auditor
+    from .delivery.pg_outbox import PostgresOutbox
 
-__all__ = ["TransactionalRecordingError", "dbapi_connection", "write_in_transaction"]
+__all__ = [
+    "TransactionalRecordingError",
+    "async_connection",
+    "dbapi_connection",
+    "write_in_transaction",
+    "write_in_transaction_async",
+]
 
 
 class TransactionalRecordingError(TypeError):
@@ -35,7 +43,8 @@ def dbapi_connection(tx: Any) -> Any:
         getattr(tx, "execute", None)
     ):
         raise TransactionalRecordingError(
-            f"audit.bind() takes a synchronous connection or session, not {type(tx).__name__}"
+            f"audit.bind() takes a synchronous connection or session, not {type(tx).__name__} "
+            "(use await audit.abind() for an async one)"
         )
     get_bind = getattr(tx, "get_bind", None)
     if get_bind is not None and callable(getattr(tx, "connection", None)):  # a SQLAlchemy Session
@@ -51,9 +60,10 @@ def dbapi_connection(tx: Any) -> Any:
     )
 
 
-def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
-    """Build `items` here and write them through `tx`. Raises what building raises (an `EventError`: no
-    organization, a validator's refusal), so that the app can roll back rather than act unaudited."""
+def _prepared(
+    auditor: Auditor, items: Sequence[RequestContext | PendingEvent]
+) -> tuple[PostgresOutbox, list[tuple[str, float, str]], list[str], bool]:
+    """The outbox, and `items` built (or captured, in relay mode) as its rows, with the sinks they are owed to."""
     from .delivery.pg_outbox import PostgresOutbox
 
     dispatcher = auditor.dispatcher
@@ -63,9 +73,6 @@ def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestConte
             "transactional recording needs the outbox on PostgreSQL, in the app's database "
             "(Auditor(outbox='postgresql://...') or CENTURE_AUDIT_OUTBOX)"
         )
-    connection = dbapi_connection(tx)
-    if not items:
-        return
     captured = dispatcher.config.delivery == "relay"
     now = time.time()
     rows: list[tuple[str, float, str]] = []
@@ -77,6 +84,40 @@ def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestConte
             event_id, body = event.id, event.to_json()
         rows.append((event_id, now, body))
     # Every sink's delivery, the inline ones (the store) too: the committer never sees these events.
-    outbox.add_in(connection, rows, [] if captured else [sink.name for sink in dispatcher.sinks], captured)
-    if not captured:
-        dispatcher.start()  # this process's senders (or another's) deliver them once the transaction commits
+    return outbox, rows, [] if captured else [sink.name for sink in dispatcher.sinks], captured
+
+
+def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
+    """Build `items` here and write them through `tx`. Raises what building raises (an `EventError`: no
+    organization, a validator's refusal), so that the app can roll back rather than act unaudited."""
+    connection = dbapi_connection(tx)
+    outbox, rows, sinks, captured = _prepared(auditor, items)
+    if rows:
+        outbox.add_in(connection, rows, sinks, captured)
+        auditor.dispatcher.start()  # this process's senders (or another's) deliver them once the transaction commits
+
+
+async def async_connection(tx: Any) -> Any:
+    """The async driver connection under `tx` (a psycopg `AsyncConnection`, a SQLAlchemy `AsyncSession` or
+    `AsyncConnection`), in the transaction `tx` is in."""
+    if callable(getattr(tx, "get_bind", None)) and inspect.iscoroutinefunction(getattr(tx, "connection", None)):
+        tx = await tx.connection()  # an AsyncSession: its connection (beginning its transaction if need be)
+    get_raw = getattr(tx, "get_raw_connection", None)
+    if inspect.iscoroutinefunction(get_raw):  # a SQLAlchemy AsyncConnection
+        raw = await get_raw()
+        return raw.driver_connection
+    if callable(getattr(tx, "cursor", None)) and inspect.iscoroutinefunction(getattr(tx, "execute", None)):
+        return tx
+    raise TransactionalRecordingError(
+        "await audit.abind() takes a psycopg AsyncConnection or a SQLAlchemy AsyncSession/AsyncConnection, "
+        f"not {type(tx).__name__} (use audit.bind() for a synchronous one)"
+    )
+
+
+async def write_in_transaction_async(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
+    """`write_in_transaction` for an async connection or session."""
+    connection = await async_connection(tx)
+    outbox, rows, sinks, captured = _prepared(auditor, items)
+    if rows:
+        await outbox.add_in_async(connection, rows, sinks, captured)
+        auditor.dispatcher.start()

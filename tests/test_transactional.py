@@ -228,15 +228,85 @@ def test_bind_refuses_what_it_cannot_write_through(pg_outbox_url: str) -> None:
         audit.bind("a string")
         return {}
 
+    @app.post("/z")
+    @audited("z.create")
+    async def sync_for_async() -> dict[str, str]:
+        with psycopg.connect(pg_outbox_url) as conn:
+            await audit.abind(conn)
+        return {}
+
     auditor.install(app)
     try:
         client = TestClient(app)
-        with pytest.raises(TransactionalRecordingError, match="synchronous"):
+        with pytest.raises(TransactionalRecordingError, match=r"synchronous .* await audit\.abind"):
             client.post("/x")
         with pytest.raises(TransactionalRecordingError, match="psycopg connection or a SQLAlchemy"):
             client.post("/y")
+        with pytest.raises(TransactionalRecordingError, match=r"AsyncConnection .* audit\.bind\(\)"):
+            client.post("/z")
     finally:
         auditor.close(1)
+
+
+def test_async_apps_bind_with_await_abind(pg_outbox_url: str, workos_emulator: WorkOSEmulator) -> None:
+    """psycopg's AsyncConnection and SQLAlchemy's AsyncSession: the events commit with the transaction, or not at
+    all; records made after `await audit.abind()` go in with the next one."""
+    import psycopg
+
+    sqlalchemy = pytest.importorskip("sqlalchemy")
+    from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+    engine = create_async_engine(pg_outbox_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    workos = WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)
+    auditor = Auditor(sinks=[workos], outbox=pg_outbox_url, geoip=False, record_failures=True)
+    app = fastapi_app_as_alice()
+
+    @app.post("/psycopg/{item}")
+    @audited("item.create", targets=[Target.from_path("item", "item")])
+    async def with_psycopg(item: str, fail: bool = False) -> dict[str, str]:
+        async with await psycopg.AsyncConnection.connect(pg_outbox_url) as conn:
+            try:
+                async with conn.transaction():
+                    await conn.execute("INSERT INTO items (id) VALUES (%s)", (item,))
+                    await audit.abind(conn)
+                    audit.record("item.note", targets=[Target("item", id=item)])
+                    await audit.abind(conn)  # the note, recorded after the first
+                    if fail:
+                        raise RolledBack(item)
+            except RolledBack:
+                raise HTTPException(409) from None
+        return {"id": item}
+
+    @app.post("/sqlalchemy/{item}")
+    @audited("item.create", targets=[Target.from_path("item", "item")])
+    async def with_sqlalchemy(item: str, fail: bool = False) -> dict[str, str]:
+        async with AsyncSession(engine) as session:
+            await session.execute(sqlalchemy.text("INSERT INTO items (id) VALUES (:id)"), {"id": item})
+            await audit.abind(session)
+            if fail:
+                await session.rollback()
+                raise HTTPException(409)
+            await session.commit()
+        return {"id": item}
+
+    auditor.install(app)
+    try:
+        with psycopg.connect(pg_outbox_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE items (id text PRIMARY KEY)")
+        client = TestClient(app)
+        for i in range(12):
+            kind = "psycopg" if i % 2 else "sqlalchemy"
+            assert client.post(f"/{kind}/a{i}", params={"fail": i % 3 == 0}).status_code == (409 if i % 3 == 0 else 200)
+        assert auditor.flush(20), auditor.stats()
+    finally:
+        auditor.close(5)
+        import asyncio
+
+        asyncio.run(engine.dispose())
+    kept = {f"a{i}" for i in range(12) if i % 3}
+    assert set(delivered_targets(workos_emulator, "item.create")) == kept
+    assert set(delivered_targets(workos_emulator, "item.note")) == {i for i in kept if int(i[1:]) % 2}
+    assert set(delivered_targets(workos_emulator, "item.create").values()) == {1}
 
 
 def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_database(audit_log) -> None:  # type: ignore[no-untyped-def]
@@ -258,3 +328,31 @@ def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_databas
     auditor.install(app)
     assert TestClient(app).post("/orders/o1").status_code == 200
     audit_log.assert_recorded("order.create", actor=ALICE.id, targets=[Target("order", id="o1")])
+
+
+def test_a_record_after_abind_never_awaited_again_is_recorded_and_said(
+    audit_log,
+    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+) -> None:
+    class FakeAsyncConnection:  # an app's test double of its async connection
+        def cursor(self) -> None:
+            raise AssertionError("nothing is written in tests")
+
+        async def execute(self, *args: object) -> None:
+            raise AssertionError("nothing is written in tests")
+
+    auditor = Auditor.for_tests()
+    app = fastapi_app_as_alice()
+
+    @app.post("/orders/{order_id}")
+    @audited("order.create", targets=[Target.from_path("order", "order_id")])
+    async def create(order_id: str) -> dict[str, str]:
+        await audit.abind(FakeAsyncConnection())
+        audit.record("order.note", targets=[Target("order", id=order_id)])  # and no second abind
+        return {}
+
+    auditor.install(app)
+    with caplog.at_level("ERROR", logger="centure_audit_middleware"):
+        assert TestClient(app).post("/orders/o2").status_code == 200
+    assert audit_log.actions == ["order.create", "order.note"]
+    assert any("after await audit.abind()" in r.getMessage() for r in caplog.records)

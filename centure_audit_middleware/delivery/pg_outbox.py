@@ -112,18 +112,26 @@ def _split(rows: Sequence[tuple[str, float, str]]) -> tuple[list[str], list[floa
     return [r[0] for r in rows], [r[1] for r in rows], [r[2].replace("\x00", "\ufffd") for r in rows]
 
 
-def _group(conn: Any, events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool) -> None:
-    """Insert events pending for `sinks` through `conn` (a psycopg connection, or any DB-API cursor's owner)."""
+def _group_statements(
+    events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool
+) -> list[tuple[str, tuple[Any, ...]]]:
+    """The statements (SQL, parameters) inserting events pending for `sinks`, with PostgreSQL's placeholders: what
+    any DB-API driver for it (psycopg 3, psycopg2), sync or async, can run on the app's own connection."""
     now = time.time()
     ids, recorded, bodies = _split(events)
-    cur = conn.cursor()
-    cur.execute(_ADD_EVENTS, (captured, ids, recorded, bodies))
+    statements: list[tuple[str, tuple[Any, ...]]] = [(_ADD_EVENTS, (captured, ids, recorded, bodies))]
     if sinks and ids:
         pairs = [(sink, event_id) for event_id in ids for sink in sinks]
-        cur.execute(
-            _ADD_PENDING,
-            ([s for s, _ in pairs], [i for _, i in pairs], [due_at(i, now) for _, i in pairs]),
-        )
+        dues = [due_at(i, now) for _, i in pairs]
+        statements.append((_ADD_PENDING, ([s for s, _ in pairs], [i for _, i in pairs], dues)))
+    return statements
+
+
+def _group(conn: Any, events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool) -> None:
+    """Insert events pending for `sinks` through `conn` (a psycopg connection, or any DB-API cursor's owner)."""
+    cur = conn.cursor()
+    for statement, params in _group_statements(events, sinks, captured):
+        cur.execute(statement, params)
 
 
 _INCOMING: Final = "pg_temp.centure_audit_outbox_incoming"
@@ -332,6 +340,14 @@ class PostgresOutbox:
         """Write events through the app's own connection (a DB-API connection in a transaction): they commit or roll
         back with it."""
         _group(conn, events, sinks, captured)
+
+    async def add_in_async(
+        self, conn: Any, events: Sequence[tuple[str, float, str]], sinks: Sequence[str], captured: bool
+    ) -> None:
+        """`add_in` through an async connection (psycopg's `AsyncConnection`), awaited in the app's event loop."""
+        cur = conn.cursor()
+        for statement, params in _group_statements(events, sinks, captured):
+            await cur.execute(statement, params)
 
     @staticmethod
     def _add_dead(
