@@ -18,7 +18,7 @@ from centure_audit_middleware.delivery.relay import Relay
 from centure_audit_middleware.sinks import MemorySink, StoreSink, WorkOSSink
 from centure_audit_middleware.store import open_store
 from centure_audit_middleware.store.query import EventQuery
-from centure_audit_middleware.testing import WorkOSEmulator
+from centure_audit_middleware.testing import AuditLog, WorkOSEmulator
 from centure_audit_middleware.transactional import TransactionalRecordingError
 
 from .conftest import ALICE, ORG, fastapi_app_as_alice
@@ -331,8 +331,7 @@ def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_databas
 
 
 def test_a_record_after_abind_never_awaited_again_is_recorded_and_said(
-    audit_log,
-    caplog: pytest.LogCaptureFixture,  # type: ignore[no-untyped-def]
+    audit_log: AuditLog, caplog: pytest.LogCaptureFixture
 ) -> None:
     class FakeAsyncConnection:  # an app's test double of its async connection
         def cursor(self) -> None:
