@@ -368,7 +368,10 @@ class Auditor:
         from .transactional import dbapi_connection
 
         dbapi_connection(transaction)  # refuse what can't be written through before anything else
-        items = self._decide(ctx, self._spec(ctx))
+        # Bound again (a second transaction): the request's own event went into the first one.
+        items: list[RequestContext | PendingEvent] = (
+            self._decide(ctx, self._spec(ctx)) if ctx.bound is None else list(ctx.pending or ())
+        )
         ctx.bound = transaction
         ctx.pending = None
         self.write_bound(ctx, items)
@@ -402,6 +405,8 @@ class Auditor:
     def durable_commit(self, ctx: RequestContext) -> Durable | None:
         """Called by the middlewares when a response starts: if this request's record is durable, complete it now
         and return the promise of its commit (the response waits on it); None when it is not. Never raises."""
+        if ctx.bound is not None:  # written in the app's transaction: durable the moment it commits
+            return None
         try:
             spec = self._spec(ctx)
             if not (ctx.durable or (spec is not None and spec.durable)):

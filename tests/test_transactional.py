@@ -355,3 +355,23 @@ def test_a_record_after_abind_never_awaited_again_is_recorded_and_said(
         assert TestClient(app).post("/orders/o2").status_code == 200
     assert audit_log.actions == ["order.create", "order.note"]
     assert any("after await audit.abind()" in r.getMessage() for r in caplog.records)
+
+
+def test_bound_twice_or_durable_too_the_event_is_written_once(audit_log: AuditLog) -> None:
+    class FakeConnection:
+        def cursor(self) -> None:
+            raise AssertionError("nothing is written in tests")
+
+    auditor = Auditor.for_tests()
+    app = fastapi_app_as_alice()
+
+    @app.post("/orders/{order_id}")
+    @audited("order.create", targets=[Target.from_path("order", "order_id")], durable=True)
+    def create(order_id: str) -> dict[str, str]:
+        audit.bind(FakeConnection())  # the first transaction
+        audit.bind(FakeConnection())  # a second one: only later records go there
+        return {}
+
+    auditor.install(app)
+    assert TestClient(app).post("/orders/o3").status_code == 200
+    assert audit_log.actions == ["order.create"]
