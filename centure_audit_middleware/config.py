@@ -5,7 +5,7 @@
 | `WORKOS_API_KEY` | enables the WorkOS sink (the SDK's own variable) |
 | `WORKOS_BASE_URL` | the WorkOS API address (the SDK's own; the emulator in tests and the demo) |
 | `CENTURE_AUDIT_STORE` | the local store: a path, `sqlite:///path`, `postgresql://...` or `off` (default: audit.db) |
-| `CENTURE_AUDIT_OUTBOX` | the outbox file (default `./audit-outbox.db`) |
+| `CENTURE_AUDIT_OUTBOX` | the outbox: a file (default `./audit-outbox.db`), or a `postgresql://` URL |
 | `CENTURE_AUDIT_DELIVERY` | `in-process` (default) or `relay`: the app only commits, `centure-audit relay` delivers |
 | `CENTURE_AUDIT_TRUSTED_PROXIES` | comma-separated CIDRs of trusted proxies |
 | `CENTURE_AUDIT_TRUSTED_HOPS` | or: the number of trusted proxy hops |
