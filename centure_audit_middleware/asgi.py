@@ -11,11 +11,11 @@ can't be, the Auditor's `durable_failure` policy answers 503 in its place, or le
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Final
 
 from .annotations import AuditSpec
 from .context import OWNER_KEY, RequestContext, _current, _now
+from .delivery.durable import UNAVAILABLE_BODY, UNAVAILABLE_HEADERS
 from .types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -24,25 +24,12 @@ if TYPE_CHECKING:
 __all__ = ["AuditMiddleware"]
 
 _new = object.__new__
-logger = logging.getLogger("centure_audit_middleware")
-
-_UNAVAILABLE: Final = b"Service Unavailable: the audit record of this action could not be committed.\n"
+_UNAVAILABLE_HEADERS: Final = [(name.encode(), value.encode()) for name, value in UNAVAILABLE_HEADERS]
 
 
 async def _send_unavailable(send: Send) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", str(len(_UNAVAILABLE)).encode()),
-                (b"retry-after", b"1"),
-                (b"cache-control", b"no-store"),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": _UNAVAILABLE})
+    await send({"type": "http.response.start", "status": 503, "headers": list(_UNAVAILABLE_HEADERS)})
+    await send({"type": "http.response.body", "body": UNAVAILABLE_BODY})
 
 
 class AuditMiddleware:
@@ -81,13 +68,14 @@ class AuditMiddleware:
                 ctx.status = message["status"]
                 if ctx.durable or AuditSpec.any_durable:
                     durable = auditor.durable_commit(ctx)
-                    if durable is not None and not await durable.wait_async(auditor.durable_timeout):
-                        if auditor.durable_failure == "503":
-                            replaced = True
-                            logger.error("audit: durable record of %s not committed: answered 503", ctx)
-                            await _send_unavailable(send)
-                            return
-                        logger.error("audit: durable record of %s not committed (durable_failure='continue')", ctx)
+                    if (
+                        durable is not None
+                        and not await durable.wait_async(auditor.durable_timeout)
+                        and auditor.refuses_uncommitted(ctx)
+                    ):
+                        replaced = True
+                        await _send_unavailable(send)
+                        return
             elif (kind == "http.response.body" and not message.get("more_body", False)) or (
                 kind == "http.response.pathsend"
             ):

@@ -367,39 +367,45 @@ class Auditor:
         """`audit.bind()`: write the request's events so far in `transaction`, and its later ones as they come."""
         from .transactional import dbapi_connection
 
-        dbapi_connection(transaction)  # refuse what can't be written through before anything else
-        # Bound again (a second transaction): the request's own event went into the first one.
-        items: list[RequestContext | PendingEvent] = (
-            self._decide(ctx, self._spec(ctx)) if ctx.bound is None else list(ctx.pending or ())
-        )
-        ctx.bound = transaction
-        ctx.pending = None
-        self.write_bound(ctx, items)
+        connection = dbapi_connection(transaction)  # refused before anything is taken from the request
+        self.write_in(connection, self._take_for(ctx, connection))
 
     async def abind(self, ctx: RequestContext, transaction: Any) -> None:
         """`await audit.abind()`: write the request's events so far in an async `transaction`. May be awaited again
         for `audit.record()`s made after it (a later `record()` can't await its write, so it waits for that)."""
         from .transactional import async_connection, write_in_transaction_async
 
-        await async_connection(transaction)  # refuse what can't be written through before anything else
-        items = self._decide(ctx, self._spec(ctx)) if ctx.bound is None else list(ctx.pending or ())
-        ctx.bound = transaction
+        connection = await async_connection(transaction)
+        items = self._take_for(ctx, connection)
         ctx.bound_async = True
-        ctx.pending = None
-        if self.audit_log is not None:  # a test: recorded (built, validated) as any event, nothing is written
-            for item in items:
-                self.handoff(item)
-            return
-        await write_in_transaction_async(self, transaction, items)
+        if not self._to_test_log(items):
+            await write_in_transaction_async(self, connection, items)
 
-    def write_bound(self, ctx: RequestContext, items: list[RequestContext | PendingEvent]) -> None:
+    def _take_for(self, ctx: RequestContext, connection: Any) -> list[RequestContext | PendingEvent]:
+        """The request's events not yet written, now bound to `connection`: its own event and its records, the first
+        time; only its later records when bound again (the own event went into the first transaction)."""
+        items: list[RequestContext | PendingEvent] = (
+            self._decide(ctx, self._spec(ctx)) if ctx.bound is None else list(ctx.pending or ())
+        )
+        ctx.bound = connection
+        ctx.pending = None
+        return items
+
+    def write_in(self, connection: Any, items: list[RequestContext | PendingEvent]) -> None:
+        """Write `items` through an app's DB-API connection, in the transaction it is in."""
         from .transactional import write_in_transaction
 
-        if self.audit_log is not None:  # a test: recorded (built, validated) as any event, nothing is written
-            for item in items:
-                self.handoff(item)
-            return
-        write_in_transaction(self, ctx.bound, items)
+        if not self._to_test_log(items):
+            write_in_transaction(self, connection, items)
+
+    def _to_test_log(self, items: list[RequestContext | PendingEvent]) -> bool:
+        """In a test (`audit_log`, `Auditor.for_tests()`): record `items` (built, validated) into the log instead of
+        any database, and say so."""
+        if self.audit_log is None:
+            return False
+        for item in items:
+            self.handoff(item)
+        return True
 
     # -- durable-before-response -----------------------------------------------------------------------------------
     def durable_commit(self, ctx: RequestContext) -> Durable | None:
@@ -418,10 +424,16 @@ class Auditor:
             logger.error("audit: could not complete %r durably: %r", ctx, exc)
             return Durable.settled(False)
 
+    def refuses_uncommitted(self, ctx: RequestContext) -> bool:
+        """A durable record was not committed in time: whether to answer 503 instead of the response (the
+        `durable_failure` policy). Logged either way."""
+        refuse = self.durable_failure == "503"
+        outcome = "answered 503" if refuse else "response let through (durable_failure='continue')"
+        logger.error("audit: durable record of %s not committed: %s", ctx, outcome)
+        return refuse
+
     def _commit_durably(self, items: list[RequestContext | PendingEvent]) -> Durable:
-        if self.audit_log is not None:  # a test: recorded (built, validated) on hand-off, nothing to wait for
-            for item in items:
-                self.handoff(item)
+        if self._to_test_log(items):  # recorded (built, validated) on hand-off: nothing to wait for
             return Durable.settled(True)
         return self.dispatcher.submit_durable(items)
 
@@ -496,11 +508,11 @@ class Auditor:
         """Record an event from anywhere (jobs, scripts): like `audit.record()`, with this auditor. `durable=True`
         returns once the event is committed (`DurabilityError` if it can't be); `transaction=` (a psycopg connection,
         a SQLAlchemy Session) writes it in that transaction (see `audit.bind`)."""
-        item = PendingEvent(action, actor=actor, organization_id=organization, durable=durable, **kwargs)
+        item = PendingEvent(action, actor=actor, organization_id=organization, **kwargs)
         if transaction is not None:
-            from .transactional import write_in_transaction
+            from .transactional import dbapi_connection
 
-            write_in_transaction(self, transaction, [item])
+            self.write_in(dbapi_connection(transaction), [item])
         elif durable:
             self.record_durably([item])
         else:

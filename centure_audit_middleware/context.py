@@ -58,7 +58,7 @@ class RequestContext:
     finished: bool = False
     #: an `audit.record(..., durable=True)` of this request: its response waits for the commit
     durable: bool = False
-    #: the app's transaction this request's events are written in (`audit.bind`), or None
+    #: the driver connection of the app's transaction this request's events are written in (`audit.bind`), or None
     bound: Any = None
     #: ...an async one (`await audit.abind`): later `record()`s wait in `pending` for the next `abind`
     bound_async: bool = False
@@ -210,7 +210,6 @@ class PendingEvent:
     __slots__ = (
         "action",
         "actor",
-        "durable",
         "metadata",
         "occurred_at",
         "organization_id",
@@ -232,10 +231,8 @@ class PendingEvent:
         metadata: Mapping[str, Any] | None = None,
         occurred_at: float | dt.datetime | None = None,
         version: int | None = None,
-        durable: bool = False,
     ) -> None:
         self.action = action
-        self.durable = durable
         self.request = request
         self.spec = spec
         self.actor = actor
@@ -378,17 +375,17 @@ class Audit:
             metadata=dict(metadata) if metadata else None,
             occurred_at=occurred_at if occurred_at is not None else time.time(),
             version=version,
-            durable=durable,
         )
         if transaction is not None:  # this one event in that transaction (the request's own event is not bound)
             from .auditor import default_auditor
-            from .transactional import write_in_transaction
+            from .transactional import dbapi_connection
 
-            write_in_transaction(ctx.auditor if ctx is not None else default_auditor(), transaction, [pending])
+            auditor = ctx.auditor if ctx is not None else default_auditor()
+            auditor.write_in(dbapi_connection(transaction), [pending])
             return
         if ctx is not None:
             if ctx.bound is not None and not ctx.finished and not ctx.bound_async:  # audit.bind(): written now
-                ctx.auditor.write_bound(ctx, [pending])
+                ctx.auditor.write_in(ctx.bound, [pending])
                 return
             if ctx.finished:  # e.g. a background task: the request's own event is already out
                 if durable:

@@ -87,10 +87,10 @@ def _prepared(
     return outbox, rows, [] if captured else [sink.name for sink in dispatcher.sinks], captured
 
 
-def write_in_transaction(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
-    """Build `items` here and write them through `tx`. Raises what building raises (an `EventError`: no
-    organization, a validator's refusal), so that the app can roll back rather than act unaudited."""
-    connection = dbapi_connection(tx)
+def write_in_transaction(auditor: Auditor, connection: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
+    """Build `items` here and write them through `connection` (from `dbapi_connection`). Raises what building
+    raises (an `EventError`: no organization, a validator's refusal), so that the app can roll back rather than act
+    unaudited."""
     outbox, rows, sinks, captured = _prepared(auditor, items)
     if rows:
         outbox.add_in(connection, rows, sinks, captured)
@@ -114,9 +114,10 @@ async def async_connection(tx: Any) -> Any:
     )
 
 
-async def write_in_transaction_async(auditor: Auditor, tx: Any, items: Sequence[RequestContext | PendingEvent]) -> None:
-    """`write_in_transaction` for an async connection or session."""
-    connection = await async_connection(tx)
+async def write_in_transaction_async(
+    auditor: Auditor, connection: Any, items: Sequence[RequestContext | PendingEvent]
+) -> None:
+    """`write_in_transaction` through an async connection (from `async_connection`)."""
     outbox, rows, sinks, captured = _prepared(auditor, items)
     if rows:
         await outbox.add_in_async(connection, rows, sinks, captured)

@@ -19,12 +19,12 @@ policy answers 503 in its place (the app's body is closed unread), or lets it th
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Final
 
 from .annotations import AuditSpec
 from .context import OWNER_KEY, RequestContext, _current
+from .delivery.durable import UNAVAILABLE_BODY, UNAVAILABLE_HEADERS
 from .types import StartResponse, WSGIApp, WSGIEnviron
 
 if TYPE_CHECKING:
@@ -37,16 +37,6 @@ __all__ = ["BODY_COMPLETE_KEY", "AuditWSGIMiddleware"]
 BODY_COMPLETE_KEY: Final = "centure_audit.body_complete"
 
 _SEQUENCES: Final = (list, tuple)  # exact types: a subclass may produce its items lazily
-
-logger = logging.getLogger("centure_audit_middleware")
-
-_UNAVAILABLE: Final = b"Service Unavailable: the audit record of this action could not be committed.\n"
-_UNAVAILABLE_HEADERS: Final = (
-    ("Content-Type", "text/plain; charset=utf-8"),
-    ("Content-Length", str(len(_UNAVAILABLE))),
-    ("Retry-After", "1"),
-    ("Cache-Control", "no-store"),
-)
 
 
 class _StreamedResponse:
@@ -134,12 +124,13 @@ class AuditWSGIMiddleware:
             if (ctx.durable or AuditSpec.any_durable) and not ctx.finished:
                 auditor = self.auditor
                 durable = auditor.durable_commit(ctx)
-                if durable is not None and not durable.wait(auditor.durable_timeout):
-                    if auditor.durable_failure == "503":
-                        replaced = True
-                        logger.error("audit: durable record of %s not committed: answered 503", ctx)
-                        return start_response("503 Service Unavailable", list(_UNAVAILABLE_HEADERS), exc_info)
-                    logger.error("audit: durable record of %s not committed (durable_failure='continue')", ctx)
+                if (
+                    durable is not None
+                    and not durable.wait(auditor.durable_timeout)
+                    and auditor.refuses_uncommitted(ctx)
+                ):
+                    replaced = True
+                    return start_response("503 Service Unavailable", list(UNAVAILABLE_HEADERS), exc_info)
             return start_response(status, headers, exc_info)
 
         token = _current.set(ctx)
@@ -156,7 +147,7 @@ class AuditWSGIMiddleware:
             close = getattr(iterable, "close", None)
             if close is not None:
                 close()
-            return [_UNAVAILABLE]
+            return [UNAVAILABLE_BODY]
         # A list or tuple is the whole body: its app has no code left to run. Without a status (start_response never
         # called, a broken app) the record waits for the server to iterate and close, as for a stream.
         if ctx.status and (type(iterable) in _SEQUENCES or BODY_COMPLETE_KEY in environ):

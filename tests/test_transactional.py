@@ -309,7 +309,7 @@ def test_async_apps_bind_with_await_abind(pg_outbox_url: str, workos_emulator: W
     assert set(delivered_targets(workos_emulator, "item.create").values()) == {1}
 
 
-def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_database(audit_log) -> None:  # type: ignore[no-untyped-def]
+def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_database(audit_log: AuditLog) -> None:
     class FakeConnection:  # what an app's test double of its database might be: no PostgreSQL needed
         def cursor(self) -> None:
             raise AssertionError("nothing is written in tests")
@@ -323,11 +323,15 @@ def test_under_the_audit_log_fixture_bound_events_are_recorded_without_a_databas
         audit.actor(ALICE)
         audit.organization(ORG)
         audit.bind(FakeConnection())
+        audit.record("order.note", targets=[Target("order", id=order_id)])  # bound: written with the rest
         return {}
 
     auditor.install(app)
     assert TestClient(app).post("/orders/o1").status_code == 200
     audit_log.assert_recorded("order.create", actor=ALICE.id, targets=[Target("order", id="o1")])
+    # A job's record in its transaction (`transaction=`), under the fixture too.
+    auditor.record("order.import", actor=ALICE, organization=ORG, transaction=FakeConnection())
+    assert audit_log.actions == ["order.create", "order.note", "order.import"]
 
 
 def test_a_record_after_abind_never_awaited_again_is_recorded_and_said(

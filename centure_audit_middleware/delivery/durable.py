@@ -11,8 +11,18 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from typing import Final
 
-__all__ = ["DurabilityError", "Durable"]
+__all__ = ["UNAVAILABLE_BODY", "UNAVAILABLE_HEADERS", "DurabilityError", "Durable"]
+
+#: What a durable request answers in place of its response when its record could not be committed (policy "503").
+UNAVAILABLE_BODY: Final = b"Service Unavailable: the audit record of this action could not be committed.\n"
+UNAVAILABLE_HEADERS: Final = (
+    ("content-type", "text/plain; charset=utf-8"),
+    ("content-length", str(len(UNAVAILABLE_BODY))),
+    ("retry-after", "1"),
+    ("cache-control", "no-store"),
+)
 
 
 class DurabilityError(RuntimeError):
