@@ -313,3 +313,19 @@ def test_a_forked_child_leaves_the_parents_connections_alone(pg_outbox_url: str)
         assert outbox.stats("workos").pending == 2
     finally:
         outbox.close()
+
+
+def test_a_group_is_held_in_memory_while_the_database_is_away(pg_outbox_url: str) -> None:
+    """With the store joined to the outbox's database and the database unreachable, a committed-to group waits in
+    memory (bounded) for the next round: it is neither lost nor dropped."""
+    down = "postgresql://nobody:pw@127.0.0.1:9/none?connect_timeout=1"
+    auditor = Auditor(sinks=[StoreSink(down)], outbox=down, geoip=False)
+    try:
+        for i in range(3):
+            auditor.record("report.export", actor=ALICE, organization=ORG, targets=[Target("report", id=f"h-{i}")])
+        dispatcher = auditor.dispatcher
+        assert wait_until(lambda: sum(len(w.rows) for w in list(dispatcher._pending_writes)) == 3, 30)
+        stats = auditor.stats()
+        assert stats["recorded"] == 3 and stats["dropped"] == {}
+    finally:
+        auditor.close(0.5)

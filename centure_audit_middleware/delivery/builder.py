@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import json
 import math
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
@@ -16,6 +15,7 @@ import orjson
 
 from ..context import PendingEvent, RequestContext
 from ..events import (
+    _VALID_KEY,
     MAX_ID_LENGTH,
     MAX_METADATA_KEYS,
     MAX_METADATA_VALUE_LENGTH,
@@ -42,7 +42,6 @@ __all__ = ["MAX_USER_AGENT_LENGTH", "EventBuilder", "Validator"]
 
 _JSON_OPENERS: Final = frozenset("{[")
 _KNOWN_KEYS_LIMIT: Final = 4096
-_VALID_KEY: Final = re.compile(r"^[A-Za-z0-9_-]{0,40}$")
 
 #: WorkOS documents no limit for context.user_agent; a 200 KB header must not make the whole event fail, so the
 #: raw string is cut here (the parsed form comes from the first 1,024 characters too).
@@ -195,10 +194,6 @@ class EventBuilder:
             request,
         )
         return self._finish(event, data.get("declared") or ())
-
-    @staticmethod
-    def is_captured(data: Mapping[str, Any]) -> bool:
-        return bool(data.get(_CAPTURED))
 
     def _captured_entity(self, entity: Actor | Target) -> dict[str, Any]:
         if not isinstance(entity, Actor | Target):

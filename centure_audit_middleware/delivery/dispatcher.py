@@ -38,7 +38,10 @@ from .spill import Spill
 if TYPE_CHECKING:
     from .pg_outbox import PostgresOutbox, PostgresRateLimiter
 
-__all__ = ["Dispatcher", "DispatcherConfig", "sink_rate_limits"]
+__all__ = ["OPEN_RETRY", "Dispatcher", "DispatcherConfig", "sink_rate_limits"]
+
+#: Seconds before an outbox that could not be opened is tried again.
+OPEN_RETRY = 5.0
 
 logger = logging.getLogger("centure_audit_middleware.delivery")
 
@@ -188,6 +191,7 @@ class Dispatcher:
         self._log = _QuietLog(config.log_interval)
         self._max_queue = config.max_queue
         self._outbox: Outbox | PostgresOutbox | None = None
+        self._open_failure: tuple[float, Exception] | None = None  # when opening the outbox last failed, and why
         if config.delivery not in ("in-process", "relay", "sender"):
             raise ValueError(f"delivery must be 'in-process' or 'relay', not {config.delivery!r}")
         self._commits = config.delivery != "sender"
@@ -251,8 +255,18 @@ class Dispatcher:
         if self._outbox is None:
             with self._lock:
                 if self._outbox is None:
+                    # An outbox that could not be opened (a database away: each attempt waits for its connect
+                    # timeout) is not tried again for a moment: `stats()` and every thread would each wait again.
+                    failed = self._open_failure
+                    if failed is not None and time.monotonic() - failed[0] < OPEN_RETRY:
+                        raise failed[1]
                     role = "relay" if self.config.delivery == "sender" else "app"
-                    self._outbox = open_outbox(self.config.outbox_path, role=role)
+                    try:
+                        self._outbox = open_outbox(self.config.outbox_path, role=role)
+                    except Exception as exc:
+                        self._open_failure = (time.monotonic(), exc)
+                        raise
+                    self._open_failure = None
         return self._outbox
 
     # -- the request path ----------------------------------------------------------------------------------------
@@ -489,6 +503,7 @@ class Dispatcher:
             # recorded_at is when we took responsibility (the idempotency window's start), not when it occurred.
             rows.append((event.id, now, event.to_json()))
         joined = self._joined_writers() if events and not self._captures else {}
+        # (empty while the outbox can't be opened: the group then waits in memory like any other, below)
         if rows and self._captures:
             # Relay mode: the event rows alone; the relay adds each one's deliveries when it completes it.
             self._pending_writes.append(_Write(rows, [], [], captured=True))
@@ -610,7 +625,11 @@ class Dispatcher:
             if not self._shared:
                 self._joined = {}
             else:
-                outbox = self.outbox  # (raises while the database is away: looked for again next round)
+                try:
+                    outbox = self.outbox
+                except Exception as exc:  # the database is away: nothing joined this round, looked for again next
+                    self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
+                    return {}
                 self._joined = {}
                 for state in self._inline_states:
                     try:
@@ -646,6 +665,9 @@ class Dispatcher:
             write = self._pending_writes[0]
             from_rows = min(overflow, len(write.rows))
             del write.rows[:from_rows]
+            if from_rows and write.also:
+                # The joined writes hold the whole group: what is left of it is owed to those sinks the usual way.
+                write.sinks, write.also, write.joined = write.sinks + write.joined, [], []
             from_dead = min(overflow - from_rows, len(write.dead))
             del write.dead[:from_dead]
             self._drop("outbox_unavailable", from_rows + from_dead)
@@ -758,8 +780,12 @@ class Dispatcher:
                 return PauseDelivery("paused")
             if state.not_before > time.time():  # another thread of this batch just got a Retry-After
                 return _Deferred()
-            if state.limiter is not None and not state.limiter.acquire(self._stop):
-                return RetryLater("shutting down")
+            if state.limiter is not None:
+                try:
+                    if not state.limiter.acquire(self._stop):
+                        return RetryLater("shutting down")
+                except Exception as exc:  # the shared limiter's database is away: retried like a failed send
+                    return RetryLater(f"rate limiter unavailable: {exc!r}")
             if time.time() > send_before:  # this batch outlasted its lease's safe part (a slow endpoint)
                 return _Deferred()
             if self._stop.is_set():  # close(): start no new send; the row is handed back for the next start

@@ -180,9 +180,6 @@ os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, 
 class Outbox:
     """One per process; each thread gets its own connection (sqlite3 connections are not shared across threads)."""
 
-    #: one sender at a time per file (the sender lock, see `SenderLock`)
-    concurrent_senders = False
-
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -108,8 +108,13 @@ _ADD_DEAD: Final = (
 )
 
 
+def _pg_text(text: str) -> str:
+    """PostgreSQL text holds no NUL: it becomes U+FFFD (the store does the same)."""
+    return text.replace("\x00", "\ufffd") if "\x00" in text else text
+
+
 def _split(rows: Sequence[tuple[str, float, str]]) -> tuple[list[str], list[float], list[str]]:
-    return [r[0] for r in rows], [r[1] for r in rows], [r[2].replace("\x00", "\ufffd") for r in rows]
+    return [r[0] for r in rows], [r[1] for r in rows], [_pg_text(r[2]) for r in rows]
 
 
 def _group_statements(
@@ -153,7 +158,7 @@ def _copy_group(
     now = time.time()
     with conn.cursor().copy(f"COPY {_INCOMING} (id, recorded_at, body, due) FROM STDIN") as copy:
         for event_id, recorded_at, body in events:
-            copy.write_row((event_id, recorded_at, body.replace("\x00", "\ufffd"), due_at(event_id, now)))
+            copy.write_row((event_id, recorded_at, _pg_text(body), due_at(event_id, now)))
     conn.execute(
         f"INSERT INTO {_EVENTS} (id, recorded_at, body, captured) SELECT id, recorded_at, body, %s FROM {_INCOMING}"
         " ON CONFLICT (id) DO NOTHING",
@@ -170,9 +175,6 @@ def _copy_group(
 
 class PostgresOutbox:
     """The outbox in a PostgreSQL database (`conninfo`: a libpq DSN or ``postgresql://`` URL)."""
-
-    #: several processes may send at once (SKIP LOCKED): no sender lock
-    concurrent_senders: Final = True
 
     def __init__(
         self,
@@ -197,6 +199,8 @@ class PostgresOutbox:
         self._beating: threading.Thread | None = None
         self._stop_beating = threading.Event()
         self._last_reap = 0.0
+        self._last_sweep = 0.0
+        self._housekeeping = threading.Lock()  # one thread of this process reaps at a time
         self._started_at = time.time()
 
     def _open_pool(self) -> ConnectionPool[psycopg.Connection[Any]]:
@@ -287,24 +291,26 @@ class PostgresOutbox:
             )
 
     def reap(self) -> int:
-        """Hand back the leases of senders whose heartbeat stopped (killed, host gone); forget senders silent for a
-        day. Returns how many deliveries were handed back."""
-        with self._pool.connection() as conn, conn.transaction():
-            released = conn.execute(
+        """Hand back the leases of senders whose heartbeat stopped (killed, host gone); how many were."""
+        with self._pool.connection() as conn:
+            return conn.execute(
                 f"UPDATE {_DELIVERIES} SET lease_owner = NULL, lease_until = 0"
                 " WHERE lease_owner IS NOT NULL AND lease_owner NOT IN"
                 f" (SELECT owner FROM centure_audit_outbox_senders WHERE last_beat > {_DB_NOW} - %s)",
                 (self.dead_after,),
             ).rowcount
+
+    def sweep(self) -> None:
+        """Collect leftovers (a whole-table anti-join: run once a minute, not with every reap): two senders settling
+        the same event's last two deliveries at once may each still see the other's row and neither delete the
+        event; and forget senders silent for a day."""
+        with self._pool.connection() as conn, conn.transaction():
             conn.execute(f"DELETE FROM centure_audit_outbox_senders WHERE last_beat < {_DB_NOW} - 86400")
-            # Two senders settling the same event's last two deliveries at once may each still see the other's row,
-            # and neither delete the event: collect such leftovers here.
             conn.execute(
                 f"DELETE FROM {_EVENTS} e WHERE NOT e.captured AND e.recorded_at < %s"
                 f" AND NOT EXISTS (SELECT 1 FROM {_DELIVERIES} d WHERE d.event_id = e.id)",
                 (time.time() - 60,),
             )
-        return released
 
     def release_foreign_leases(self) -> int:
         """With concurrent senders, another owner's lease may be live: only the dead ones' are handed back."""
@@ -358,7 +364,7 @@ class PostgresOutbox:
         pairs = [(sink, i, reason) for i, _, _, reason in dead for sink in sinks]
         conn.execute(
             _ADD_DEAD,
-            (now, now, [p[0] for p in pairs], [p[1] for p in pairs], [p[2].replace("\x00", "") for p in pairs]),
+            (now, now, [p[0] for p in pairs], [p[1] for p in pairs], [_pg_text(p[2]) for p in pairs]),
         )
 
     def captured(self, limit: int = 500) -> list[tuple[str, str]]:
@@ -383,7 +389,7 @@ class PostgresOutbox:
             finished = conn.execute(
                 f"UPDATE {_EVENTS} e SET body = v.b, captured = false, capture_until = 0"
                 " FROM unnest(%s::text[], %s::text[]) AS v(id, b) WHERE e.id = v.id AND e.captured RETURNING e.id",
-                ([i for i, _ in done], [b.replace("\x00", "\ufffd") for _, b in done]),
+                ([i for i, _ in done], [_pg_text(b) for _, b in done]),
             ).fetchall()
             ids = [str(row[0]) for row in finished]
             pairs = [(sink, i) for i in ids for sink in sinks]
@@ -397,23 +403,29 @@ class PostgresOutbox:
                     f"UPDATE {_EVENTS} e SET body = v.b, captured = false, capture_until = 0"
                     " FROM unnest(%s::text[], %s::text[]) AS v(id, b) WHERE e.id = v.id AND e.captured"
                     " RETURNING e.id",
-                    ([i for i, _, _ in dead], [b.replace("\x00", "\ufffd") for _, b, _ in dead]),
+                    ([i for i, _, _ in dead], [_pg_text(b) for _, b, _ in dead]),
                 ).fetchall()
                 kept = {str(row[0]) for row in gone}
                 reasons = [(sink, i, why) for i, _, why in dead if i in kept for sink in sinks]
                 if reasons:
                     conn.execute(
                         _ADD_DEAD,
-                        (now, now, [r[0] for r in reasons], [r[1] for r in reasons], [r[2] for r in reasons]),
+                        (now, now, [r[0] for r in reasons], [r[1] for r in reasons], [_pg_text(r[2]) for r in reasons]),
                     )
 
     def claim(self, sink: str, limit: int, lease: float, now: float | None = None) -> list[Claim]:
         """Lease up to `limit` due deliveries for `sink`, oldest first, skipping rows another sender is claiming."""
         now = time.time() if now is None else now
         self._ensure_beating()
-        if now - self._last_reap >= 1.0:
-            self._last_reap = now
-            self.reap()
+        if now - self._last_reap >= 1.0 and self._housekeeping.acquire(blocking=False):
+            try:
+                self._last_reap = now
+                self.reap()
+                if now - self._last_sweep >= 60.0:
+                    self._last_sweep = now
+                    self.sweep()
+            finally:
+                self._housekeeping.release()
         with self._pool.connection() as conn:
             rows = conn.execute(
                 f"WITH due AS (SELECT sink, event_id FROM {_DELIVERIES}"

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from ..delivery.location import is_postgres_url
 from ..events import AuditEvent
 from ..store import DEFAULT_STORE, EventStore, StoreUnavailable, open_store
 from .base import RejectEvent, RetryLater, Sink
@@ -86,8 +87,8 @@ class StoreSink(Sink):
         store's tables are in the outbox's search path): the event's store row and outbox rows then commit in one
         transaction."""
         conninfo = getattr(outbox, "conninfo", None)
-        if conninfo is None or (self._store is None and "://" not in (self._location or "")):
-            return None  # a file store is never the outbox's database (and need not be opened to say so)
+        if conninfo is None or (self._store is None and not is_postgres_url(self._location or "")):
+            return None  # a SQLite store is never the outbox's database (and need not be opened to say so)
         store = self.store
         same = getattr(store, "same_database", None)
         if same is None or not same(conninfo):
