@@ -120,3 +120,20 @@ def test_a_killed_process_spill_is_taken_over_by_the_next(
     lost = recorded - set(counts)
     assert len(lost) <= 50 + 1000, len(lost)
     assert set(counts) <= recorded
+
+
+def test_a_spill_file_being_moved_is_nobody_elses_orphan(tmp_path: Path) -> None:
+    """A process moving its spill file into the outbox keeps the file's lock until it is removed: another process on
+    the same outbox never takes it for a dead process's file (both would deliver it, and the owner's flush would wait
+    for ever). A second `Spill` on the same prefix stands for that other process: flock locks belong to each open."""
+    from centure_audit_middleware.delivery.spill import Spill
+
+    prefix = tmp_path / "outbox.db"
+    mover, other = Spill(prefix), Spill(prefix)
+    assert mover.write("e1", 1.0, "{}")
+    path = mover.take()
+    assert path is not None
+    assert other.orphans() == []
+    assert mover.orphans() == [path]  # a move that failed is tried again by its owner, and only by it
+    mover.remove(path)
+    assert other.orphans() == [] and not path.exists()

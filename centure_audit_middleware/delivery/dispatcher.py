@@ -366,7 +366,7 @@ class Dispatcher:
         """Wait until everything submitted so far is committed and delivered to every sink (or dead-lettered).
         Returns False if the deadline passed first (events stay in the outbox; nothing is lost)."""
         if not self._running:
-            if not self._queue and self._outbox_empty() and not self._spill.orphans():
+            if not self._queue and self._outbox_empty() and not self._spill.has_orphans():
                 return True
             self.start()  # a backlog left by an earlier run (restart after a crash or an outage)
         deadline = time.monotonic() + timeout
@@ -540,7 +540,8 @@ class Dispatcher:
     def _move_spill(self, now: float) -> None:
         """Move spilled events into the outbox (and to the inline sinks); a file goes once its rows are committed."""
         own = self._spill.take()
-        paths = ([own] if own is not None else []) + (self._spill.orphans() if self._orphans_due else [])
+        taken = ([own] if own is not None else []) + (self._spill.orphans() if self._orphans_due else [])
+        paths = list(dict.fromkeys(taken))  # (a file whose move failed is both ours and held: moved once)
         self._orphans_due = False
         for path in paths:
             moved = 0

@@ -41,6 +41,8 @@ class Spill:
         self._fd: int | None = None
         self._path: Path | None = None
         self._size = 0
+        #: files being moved into the outbox (this process's, or orphans it took), each with its locked descriptor
+        self._moving: dict[Path, int] = {}
         after_fork_in_child(self, Spill._forget)
 
     def write(self, event_id: str, recorded_at: float, body: str) -> bool:
@@ -74,17 +76,38 @@ class Spill:
         self._fd, self._path, self._size = fd, path, 0
 
     def take(self) -> Path | None:
-        """This process's spill file, to move into the outbox now; later writes start a new one."""
+        """This process's spill file, to move into the outbox now; later writes start a new one. Its lock is kept
+        until `remove`: no other process may take it for an orphan while it is being moved."""
         with self._lock:
             path, fd = self._path, self._fd
             self._fd = self._path = None
-        if fd is not None:
-            os.close(fd)
+            if path is not None and fd is not None:
+                self._moving[path] = fd
         return path
 
     def orphans(self) -> list[Path]:
-        """Spill files that no live process holds: a dead process's, or one of ours whose move failed."""
-        return [Path(name) for name in sorted(glob.glob(glob.escape(self.prefix) + "*")) if _orphaned(Path(name))]
+        """Spill files that no live process holds (a dead process's), locked for this one until `remove`, and ours
+        whose move failed and is to be tried again."""
+        with self._lock:
+            found = list(self._moving)
+            for name in sorted(glob.glob(glob.escape(self.prefix) + "*")):
+                path = Path(name)
+                if path not in self._moving and (fd := _lock_orphan(path)) is not None:
+                    self._moving[path] = fd
+                    found.append(path)
+        return found
+
+    def has_orphans(self) -> bool:
+        """Whether any spill file waits to be moved (a probe: nothing is taken)."""
+        with self._lock:
+            if self._moving:
+                return True
+        for name in glob.glob(glob.escape(self.prefix) + "*"):
+            fd = _lock_orphan(Path(name))
+            if fd is not None:
+                os.close(fd)  # the probe's lock goes with it
+                return True
+        return False
 
     def is_own(self, path: Path) -> bool:
         """Whether this process wrote `path` (its pid is in the name)."""
@@ -106,32 +129,38 @@ class Spill:
         if rows:
             yield rows
 
-    @staticmethod
-    def remove(path: Path) -> None:
+    def remove(self, path: Path) -> None:
+        """`path` is in the outbox: delete it, then let its lock go."""
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
+        with self._lock:
+            fd = self._moving.pop(path, None)
+        if fd is not None:
+            os.close(fd)
 
     def _forget(self) -> None:
-        # After fork: the file and its lock are the parent's; the child spills into a file of its own.
+        # After fork: the files and their locks are the parent's (closing the child's copies of the descriptors
+        # leaves the parent's locks alone); the child spills into a file of its own.
         self._lock = threading.Lock()
-        fd, self._fd, self._path = self._fd, None, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        fds = [self._fd, *self._moving.values()]
+        self._fd, self._path, self._moving = None, None, {}
+        for fd in fds:
+            if fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
 
 
-def _orphaned(path: Path) -> bool:
-    """Whether no live process holds `path` (its writer died): then it is ours to take."""
+def _lock_orphan(path: Path) -> int | None:
+    """A locked descriptor of `path` if no live process holds it (its writer died): then it is ours to move."""
     if fcntl is None:  # pragma: no cover
-        return False
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return False
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        return False
-    finally:
-        os.close(fd)  # the probe's own lock goes with it
-    return True
+        os.close(fd)
+        return None
+    return fd
