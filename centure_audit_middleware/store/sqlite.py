@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..events import AuditEvent
+from ..sqlite_batch import insert_rows
 from .base import (
     SqlEventStore,
     StoredRow,
@@ -614,26 +615,32 @@ class SqliteStore(SqlEventStore):
                         "UPDATE audit_orgs SET last_seq = ? WHERE num = ?",
                         [(next_seq[org] - 1, num) for org, num in numbers.items()],
                     )
-                    conn.executemany(
+                    insert_rows(  # (one statement per chunk, not a step per row: see sqlite_batch)
+                        conn,
                         "INSERT INTO audit_events (seq, id, organization_id, occurred_at, action, actor_id, actor_name,"
-                        " actor_type, search_text, body, csv_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        " actor_type, search_text, body, csv_row)",
                         event_rows,
+                        row="(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
-                    conn.executemany(
-                        "INSERT INTO audit_event_targets (seq, position, organization_id, type, target_id)"
-                        " VALUES (?, ?, ?, ?, ?)",
+                    insert_rows(
+                        conn,
+                        "INSERT INTO audit_event_targets (seq, position, organization_id, type, target_id)",
                         target_rows,
+                        row="(?, ?, ?, ?, ?)",
                     )
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO audit_event_actions (organization_id, action) VALUES (?, ?)",
+                    insert_rows(
+                        conn,
+                        "INSERT OR IGNORE INTO audit_event_actions (organization_id, action)",
                         sorted({(r.organization_id, r.action) for r, _ in new.values()}),
+                        row="(?, ?)",
                     )
-                    conn.executemany(
-                        "INSERT OR IGNORE INTO audit_event_actors (organization_id, actor_name, actor_id)"
-                        " VALUES (?, ?, ?)",
+                    insert_rows(
+                        conn,
+                        "INSERT OR IGNORE INTO audit_event_actors (organization_id, actor_name, actor_id)",
                         sorted(
                             {(r.organization_id, r.actor_name, r.actor_id) for r, _ in new.values() if r.actor_name}
                         ),
+                        row="(?, ?, ?)",
                     )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
