@@ -32,10 +32,11 @@ to the requests completed, so a broken pipeline can't pass for a fast one.
 
 Columns: "CPU µs/req" is the server's CPU time (all its threads; gunicorn's master and worker) per request of the
 measured run, the lowest of the rounds: it moves less with the neighbours' load than req/s does, and audited minus
-bare is what the process spends per event. "srv CPU" is the server's CPU time over the run's wall time: ~100 %
-means the server, not wrk, was the limit. "backlog at run end" is what was still to deliver, per sink, when the
-load stopped (read from the outbox file while the server ran): a backlog means the pipeline had not kept up, and
-the rest of its cost was paid after the measured run, during the shutdown flush.
+bare is what the process spends per event; "main thr" is the part of it spent by the thread that serves requests
+(the rest is the library's committer and senders), from the same run. "srv CPU" is the server's CPU time over the
+run's wall time: ~100 % means the server, not wrk, was the limit. "backlog at run end" is what was still to
+deliver, per sink, when the load stopped (read from the outbox file while the server ran): a backlog means the
+pipeline had not kept up, and the rest of its cost was paid after the measured run, during the shutdown flush.
 
 Needs `wrk` (installed with apt-get when running as root) and `taskset`. About 4 minutes by default; `--quick`
 (2 s runs, one round) under a minute. Other work on the machine moves req/s a lot (the load average is printed).
@@ -212,19 +213,24 @@ class Processes:
             self._kill(proc)
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of `pid` and its descendants (gunicorn: master and worker)."""
-    total = 0.0
+def process_tree_cpu(pid: int) -> tuple[float, float]:
+    """(all threads, main threads) CPU seconds (user + system) of `pid` and its descendants (gunicorn: master and
+    worker). A main thread is the one that serves requests (uvicorn's event loop, a sync worker's loop); the other
+    threads are the library's committer and senders, whose work takes the GIL from it."""
+    total = main = 0.0
     pending = [pid]
     while pending:
         current = pending.pop()
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
             for task in Path(f"/proc/{current}/task").iterdir():
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+                seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+                total += seconds
+                if task.name == str(current):
+                    main += seconds
                 children = (task / "children").read_text().split()
                 pending.extend(int(c) for c in children)
-    return total
+    return total, main
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 90.0) -> None:
@@ -347,6 +353,7 @@ class Run:
     p99_ms: float
     server_cpu: float  # server CPU seconds over wall seconds during the measured run
     cpu_us_per_request: float  # server CPU (all its threads and processes) per request of the measured run
+    main_us_per_request: float  # the same, of the processes' main threads only (those that serve requests)
     errors: int
     recorded: Recorded | None = None
     stop_seconds: float = 0.0
@@ -415,9 +422,11 @@ def run_one(framework: str, variant: str, options: Options, procs: Processes) ->
         try:
             wait_ready(server, port, log)
             warm = run_wrk(options.wrk, port, options.warmup, options.script, options.pin)
-            cpu, wall = process_tree_cpu(server.pid), time.monotonic()
+            (cpu, main_cpu), wall = process_tree_cpu(server.pid), time.monotonic()
             result = run_wrk(options.wrk, port, options.duration, options.script, options.pin)
-            cpu_seconds, wall_seconds = process_tree_cpu(server.pid) - cpu, time.monotonic() - wall
+            cpu_after, main_after = process_tree_cpu(server.pid)
+            cpu_seconds, main_seconds = cpu_after - cpu, main_after - main_cpu
+            wall_seconds = time.monotonic() - wall
             backlog = pending_deliveries(workdir / "audit-outbox.db") if variant.startswith("audit") else {}
         finally:
             stop_seconds = procs.stop(server)
@@ -432,6 +441,7 @@ def run_one(framework: str, variant: str, options: Options, procs: Processes) ->
             p99_ms=result.p99_ms,
             server_cpu=cpu_seconds / wall_seconds,
             cpu_us_per_request=cpu_seconds / max(1, result.requests) * 1e6,
+            main_us_per_request=main_seconds / max(1, result.requests) * 1e6,
             errors=warm.non_2xx + result.non_2xx + warm.socket_errors + result.socket_errors,
             stop_seconds=stop_seconds,
             backlog=backlog,
@@ -482,18 +492,19 @@ def table(variants: list[Variant]) -> list[str]:
         server = "uvicorn, 1 process" if framework == "fastapi" else "gunicorn, 1 sync worker"
         lines.append(f"{'FastAPI' if framework == 'fastapi' else 'Flask'} ({server})")
         lines.append(
-            f"  {'variant':<36} {'req/s':>7} {'÷ bare':>6} {'target':>7} {'CPU µs/req':>10} {'p99 ms':>7}"
-            f" {'srv CPU':>7}  events recorded / requests completed"
+            f"  {'variant':<36} {'req/s':>7} {'÷ bare':>6} {'target':>7} {'CPU µs/req':>10} {'main thr':>8}"
+            f" {'p99 ms':>7} {'srv CPU':>7}  events recorded / requests completed"
         )
         bare = next((v for v in rows if v.name == "bare" and v.runs), None)
         for v in rows:
             label = LABELS[v.name]
             if not v.available or not v.runs:
-                lines.append(f"  {label:<36} {'n/a':>7} {'n/a':>6} {'':>7} {'':>10} {'':>7} {'':>7}  {v.note}")
+                lines.append(f"  {label:<36} {'n/a':>7} {'n/a':>6} {'':>7} {'':>10} {'':>8} {'':>7} {'':>7}  {v.note}")
                 continue
             best = v.best()
             ratio = best.rps / bare.best().rps if bare is not None else float("nan")
-            cpu = min(r.cpu_us_per_request for r in v.runs)  # the least disturbed run: neighbours add CPU too
+            least = min(v.runs, key=lambda r: r.cpu_us_per_request)  # the least disturbed: neighbours add CPU too
+            cpu, main_thread = least.cpu_us_per_request, least.main_us_per_request
             target = TARGETS.get((framework, v.name))
             target_cell = f"≥ {target:.2f}" if target is not None else ""
             verdict = ("ok" if ratio >= target else "MISS") if target is not None else ""
@@ -508,7 +519,8 @@ def table(variants: list[Variant]) -> list[str]:
                 backlog = ", ".join(f"{sink} {n:,}" for sink, n in sorted(best.backlog.items()) if n)
                 events += f"; backlog at run end: {backlog or '0'}"
             lines.append(
-                f"  {label:<36} {best.rps:>7,.0f} {ratio:>6.3f} {target_cell:>7} {cpu:>10.0f} {best.p99_ms:>7.1f}"
+                f"  {label:<36} {best.rps:>7,.0f} {ratio:>6.3f} {target_cell:>7} {cpu:>10.0f} {main_thread:>8.0f}"
+                f" {best.p99_ms:>7.1f}"
                 f" {best.server_cpu:>7.0%}  {verdict + '  ' if verdict else ''}{events}"
             )
     return lines
