@@ -25,8 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..sqlite_batch import for_keys, insert_rows
-
 if TYPE_CHECKING:
     from .pg_outbox import PostgresOutbox
 
@@ -275,28 +273,26 @@ class Outbox:
         """Commit (id, recorded_at, body) rows pending for every sink, and already-dead rows with their reason,
         in one transaction (the group commit). `captured`: the bodies are captured events, for a relay to complete."""
         now = time.time()
+        insert = (
+            "INSERT OR IGNORE INTO events (id, recorded_at, body, captured) VALUES (?, ?, ?, 1)"
+            if captured
+            else "INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)"
+        )
         with self._transaction() as conn:
-            if captured:
-                insert_rows(
-                    conn, "INSERT OR IGNORE INTO events (id, recorded_at, body, captured)", events, row="(?, ?, ?, 1)"
-                )
-            else:
-                insert_rows(conn, "INSERT OR IGNORE INTO events (id, recorded_at, body)", events, row="(?, ?, ?)")
-            insert_rows(
-                conn,
-                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at)",
+            conn.executemany(insert, events)
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
                 [(sink, event_id, due_at(event_id, now)) for event_id, _, _ in events for sink in sinks],
-                row="(?, ?, ?)",
             )
             if dead:
-                insert_rows(
-                    conn, "INSERT OR IGNORE INTO events (id, recorded_at, body)", [d[:3] for d in dead], row="(?, ?, ?)"
+                conn.executemany(
+                    "INSERT OR IGNORE INTO events (id, recorded_at, body) VALUES (?, ?, ?)",
+                    [(i, r, b) for i, r, b, _ in dead],
                 )
-                insert_rows(
-                    conn,
-                    "INSERT OR REPLACE INTO deliveries (sink, event_id, state, next_attempt_at, last_error, dead_at)",
+                conn.executemany(
+                    "INSERT OR REPLACE INTO deliveries (sink, event_id, state, next_attempt_at, last_error, dead_at)"
+                    " VALUES (?, ?, 'dead', ?, ?, ?)",
                     [(sink, i, now, reason, now) for i, _, _, reason in dead for sink in sinks],
-                    row="(?, ?, 'dead', ?, ?, ?)",
                 )
 
     def captured(self, limit: int = 500) -> list[tuple[str, str]]:
@@ -311,11 +307,9 @@ class Outbox:
         now = time.time()
         with self._transaction() as conn:
             conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b in done])
-            insert_rows(
-                conn,
-                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at)",
+            conn.executemany(
+                "INSERT OR IGNORE INTO deliveries (sink, event_id, next_attempt_at) VALUES (?, ?, ?)",
                 [(sink, i, due_at(i, now)) for i, _ in done for sink in sinks],
-                row="(?, ?, ?)",
             )
             conn.executemany("UPDATE events SET body = ?, captured = 0 WHERE id = ?", [(b, i) for i, b, _ in dead])
             conn.executemany(
@@ -336,11 +330,9 @@ class Outbox:
                 " ORDER BY d.next_attempt_at, d.event_id LIMIT ?",
                 (sink, now, now, limit),
             ).fetchall()
-            for_keys(
-                conn,
-                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE sink = ? AND event_id IN ({keys})",
-                [row[0] for row in rows],
-                before=(self.owner, now + lease, sink),
+            conn.executemany(
+                "UPDATE deliveries SET lease_owner = ?, lease_until = ? WHERE sink = ? AND event_id = ?",
+                [(self.owner, now + lease, sink, row[0]) for row in rows],
             )
         return [Claim(*row) for row in rows]
 
@@ -361,7 +353,7 @@ class Outbox:
         now = time.time()
         owner = self.owner
         with self._transaction() as conn:
-            for_keys(conn, "DELETE FROM deliveries WHERE sink = ? AND event_id IN ({keys})", delivered, before=(sink,))
+            conn.executemany("DELETE FROM deliveries WHERE sink = ? AND event_id = ?", [(sink, i) for i in delivered])
             conn.executemany(
                 "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?,"
                 " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ? AND lease_owner = ?",
@@ -372,19 +364,15 @@ class Outbox:
                 " lease_owner = NULL, lease_until = 0 WHERE sink = ? AND event_id = ? AND lease_owner = ?",
                 [(reason, now, sink, i, owner) for i, reason in dead],
             )
-            for_keys(
-                conn,
+            conn.executemany(
                 "UPDATE deliveries SET lease_owner = NULL, lease_until = 0"
-                " WHERE sink = ? AND lease_owner = ? AND event_id IN ({keys})",
-                list(release),
-                before=(sink, owner),
+                " WHERE sink = ? AND event_id = ? AND lease_owner = ?",
+                [(sink, i, owner) for i in release],
             )
             # An event is kept while any sink still owes it (pending or dead); then it goes.
-            for_keys(
-                conn,
-                "DELETE FROM events WHERE id IN ({keys})"
-                " AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.event_id = events.id)",
-                delivered,
+            conn.executemany(
+                "DELETE FROM events WHERE id = ? AND NOT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?)",
+                [(i, i) for i in delivered],
             )
 
     # -- reading and operating -----------------------------------------------------------------------------------

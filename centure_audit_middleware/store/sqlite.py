@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any, Final
 
 from ..events import AuditEvent
-from ..sqlite_batch import insert_rows
 from .base import (
     SqlEventStore,
     StoredRow,
@@ -615,32 +614,26 @@ class SqliteStore(SqlEventStore):
                         "UPDATE audit_orgs SET last_seq = ? WHERE num = ?",
                         [(next_seq[org] - 1, num) for org, num in numbers.items()],
                     )
-                    insert_rows(  # (one statement per chunk, not a step per row: see sqlite_batch)
-                        conn,
+                    conn.executemany(
                         "INSERT INTO audit_events (seq, id, organization_id, occurred_at, action, actor_id, actor_name,"
-                        " actor_type, search_text, body, csv_row)",
+                        " actor_type, search_text, body, csv_row) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         event_rows,
-                        row="(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )
-                    insert_rows(
-                        conn,
-                        "INSERT INTO audit_event_targets (seq, position, organization_id, type, target_id)",
+                    conn.executemany(
+                        "INSERT INTO audit_event_targets (seq, position, organization_id, type, target_id)"
+                        " VALUES (?, ?, ?, ?, ?)",
                         target_rows,
-                        row="(?, ?, ?, ?, ?)",
                     )
-                    insert_rows(
-                        conn,
-                        "INSERT OR IGNORE INTO audit_event_actions (organization_id, action)",
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO audit_event_actions (organization_id, action) VALUES (?, ?)",
                         sorted({(r.organization_id, r.action) for r, _ in new.values()}),
-                        row="(?, ?)",
                     )
-                    insert_rows(
-                        conn,
-                        "INSERT OR IGNORE INTO audit_event_actors (organization_id, actor_name, actor_id)",
+                    conn.executemany(
+                        "INSERT OR IGNORE INTO audit_event_actors (organization_id, actor_name, actor_id)"
+                        " VALUES (?, ?, ?)",
                         sorted(
                             {(r.organization_id, r.actor_name, r.actor_id) for r, _ in new.values() if r.actor_name}
                         ),
-                        row="(?, ?, ?)",
                     )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
