@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/delivery.py
 	$(BIN)/python benchmarks/store.py
 	-$(BIN)/python benchmarks/cpu_per_event.py --all
+	$(BIN)/python benchmarks/committer_stages.py
 	-$(BIN)/python benchmarks/server_throughput.py
 	-$(BIN)/python benchmarks/pg_outbox.py
 	-$(BIN)/python benchmarks/durable_latency.py
