@@ -216,7 +216,7 @@ class Processes:
 def process_tree_cpu(pid: int) -> tuple[float, float]:
     """(all threads, main threads) CPU seconds (user + system) of `pid` and its descendants (gunicorn: master and
     worker). A main thread is the one that serves requests (uvicorn's event loop, a sync worker's loop); the other
-    threads are the library's committer and senders, whose work takes the GIL from it."""
+    threads are the library's committer and senders."""
     total = main = 0.0
     pending = [pid]
     while pending:
