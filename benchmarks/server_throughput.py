@@ -222,15 +222,18 @@ def process_tree_cpu(pid: int) -> tuple[float, float]:
     while pending:
         current = pending.pop()
         with contextlib.suppress(OSError, IndexError, ValueError):
+            total += _stat_cpu(Path(f"/proc/{current}/stat"))  # the process's: threads already gone count too
+            main += _stat_cpu(Path(f"/proc/{current}/task/{current}/stat"))
             for task in Path(f"/proc/{current}/task").iterdir():
-                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
-                seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-                total += seconds
-                if task.name == str(current):
-                    main += seconds
                 children = (task / "children").read_text().split()
                 pending.extend(int(c) for c in children)
     return total, main
+
+
+def _stat_cpu(stat: Path) -> float:
+    """User + system CPU seconds from a /proc stat file (a process's or one thread's)."""
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
 def wait_ready(proc: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 90.0) -> None:
