@@ -303,10 +303,10 @@ class Auditor:
             return
         ctx.finished = True
         if ctx.bound is not None:  # audit.bind(): every event of the request went into the app's transaction
-            if ctx.pending:  # recorded after `await audit.abind()`, and never written: said, never silently lost
+            if ctx.pending:  # recorded after `await audit.abind()`, or once the bound transaction had ended
                 logger.error(
-                    "audit: %d event(s) recorded after await audit.abind() were not written in the transaction: "
-                    "recorded now, outside it (await audit.abind() again after the last audit.record())",
+                    "audit: %d event(s) recorded after await audit.abind(), or after the bound transaction ended, "
+                    "were not written in it: recorded now, outside it (bind again after the last audit.record())",
                     len(ctx.pending),
                 )
                 for late in ctx.pending:
@@ -364,11 +364,13 @@ class Auditor:
 
     # -- transactional recording ---------------------------------------------------------------------------------
     def bind(self, ctx: RequestContext, transaction: Any) -> None:
-        """`audit.bind()`: write the request's events so far in `transaction`, and its later ones as they come."""
+        """`audit.bind()`: write the request's events so far in `transaction`, and its later ones as they come
+        while that transaction is open (see `context.Audit.record`)."""
         from .transactional import dbapi_connection
 
         connection = dbapi_connection(transaction)  # refused before anything is taken from the request
         self.write_in(connection, self._take_for(ctx, connection))
+        ctx.bound_to = transaction
 
     async def abind(self, ctx: RequestContext, transaction: Any) -> None:
         """`await audit.abind()`: write the request's events so far in an async `transaction`. May be awaited again
@@ -377,7 +379,7 @@ class Auditor:
 
         connection = await async_connection(transaction)
         items = self._take_for(ctx, connection)
-        ctx.bound_async = True
+        ctx.bound_to = None  # later record()s wait for the next abind: they can't await a write
         if not self._to_test_log(items):
             await write_in_transaction_async(self, connection, items)
 
@@ -433,7 +435,8 @@ class Auditor:
         return refuse
 
     def _commit_durably(self, items: list[RequestContext | PendingEvent]) -> Durable:
-        if self._to_test_log(items):  # recorded (built, validated) on hand-off: nothing to wait for
+        # Nothing to record (skipped, no actor, a refusal not recorded): nothing to wait for, nor to answer 503 for.
+        if not items or self._to_test_log(items):  # (the test log records, built and validated, on hand-off)
             return Durable.settled(True)
         return self.dispatcher.submit_durable(items)
 

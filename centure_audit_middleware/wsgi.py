@@ -39,17 +39,29 @@ BODY_COMPLETE_KEY: Final = "centure_audit.body_complete"
 _SEQUENCES: Final = (list, tuple)  # exact types: a subclass may produce its items lazily
 
 
-class _StreamedResponse:
-    """Passes a streamed body through chunk by chunk; completes the audit record at its end, failure or `close()`."""
+def _discard(data: bytes) -> None:
+    """The `write` callable handed to an app whose response was replaced by a 503: its body goes nowhere."""
 
-    __slots__ = ("_complete", "_ctx", "_iterable", "_next")
+
+class _StreamedResponse:
+    """Passes a streamed body through chunk by chunk; completes the audit record at its end, failure or `close()`.
+    Once `replaced()` (a durable record failed when the app started its response, as late as its first chunk: PEP
+    3333 lets it), the app's chunks are dropped and the 503's body goes out instead."""
+
+    __slots__ = ("_complete", "_ctx", "_iterable", "_next", "_replaced", "_unavailable_sent")
 
     def __init__(
-        self, iterable: Iterable[bytes], ctx: RequestContext, complete: Callable[[RequestContext], None]
+        self,
+        iterable: Iterable[bytes],
+        ctx: RequestContext,
+        complete: Callable[[RequestContext], None],
+        replaced: Callable[[], bool],
     ) -> None:
         self._iterable = iterable
         self._ctx = ctx
         self._complete = complete
+        self._replaced = replaced
+        self._unavailable_sent = False
 
     def __iter__(self) -> Iterator[bytes]:
         token = _current.set(self._ctx)  # an iterable class may run app code here, even start the response
@@ -66,7 +78,13 @@ class _StreamedResponse:
         ctx = self._ctx
         token = _current.set(ctx)  # the generator runs after the app returned, outside the request's context
         try:
-            return self._next()
+            chunk = self._next() if not self._replaced() else b""
+            if self._replaced():
+                if self._unavailable_sent:
+                    raise StopIteration
+                self._unavailable_sent = True
+                return UNAVAILABLE_BODY
+            return chunk
         except StopIteration:
             if not ctx.finished:
                 self._complete(ctx)
@@ -130,7 +148,8 @@ class AuditWSGIMiddleware:
                     and auditor.refuses_uncommitted(ctx)
                 ):
                     replaced = True
-                    return start_response("503 Service Unavailable", list(UNAVAILABLE_HEADERS), exc_info)
+                    start_response("503 Service Unavailable", list(UNAVAILABLE_HEADERS), exc_info)
+                    return _discard  # a `write()`-style app's body must not follow the 503's headers
             return start_response(status, headers, exc_info)
 
         token = _current.set(ctx)
@@ -153,4 +172,4 @@ class AuditWSGIMiddleware:
         if ctx.status and (type(iterable) in _SEQUENCES or BODY_COMPLETE_KEY in environ):
             self.auditor.complete(ctx)
             return iterable
-        return _StreamedResponse(iterable, ctx, self.auditor.complete)
+        return _StreamedResponse(iterable, ctx, self.auditor.complete, lambda: replaced)

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -19,9 +19,11 @@ from fastapi.testclient import TestClient
 from flask import Flask
 
 from centure_audit_middleware import Actor, AuditEvent, Auditor, Target, audit, audited
-from centure_audit_middleware.delivery.durable import DurabilityError
+from centure_audit_middleware.delivery.durable import UNAVAILABLE_BODY, DurabilityError
 from centure_audit_middleware.sinks import MemorySink
 from centure_audit_middleware.sinks.base import RetryLater, Sink
+from centure_audit_middleware.types import StartResponse, WSGIEnviron
+from centure_audit_middleware.wsgi import AuditWSGIMiddleware
 
 from .conftest import ALICE, ORG, fastapi_app_as_alice
 
@@ -35,8 +37,10 @@ class SlowSink(MemorySink):
     def __init__(self, delay: float) -> None:
         super().__init__()
         self.delay = delay
+        self.committing = threading.Event()  # set once a commit has started (and is taking its time)
 
     def send_encoded(self, events: Sequence[AuditEvent], bodies: Sequence[str]) -> list[BaseException | None]:
+        self.committing.set()
         time.sleep(self.delay)
         return super().send_encoded(events, bodies)
 
@@ -75,6 +79,12 @@ def fastapi_app(auditor: Auditor) -> FastAPI:
     def rotate_key() -> dict[str, str]:
         audit.record("api_key.rotate", targets=[Target("api_key", id="key_1")], durable=True)
         return {"rotated": "key_1"}
+
+    @app.delete("/drafts/{draft_id}")
+    @audited("draft.delete", durable=True)
+    async def delete_draft(draft_id: str) -> dict[str, str]:
+        audit.skip()  # a draft nobody saw: nothing to record, so nothing to wait for
+        return {"deleted": draft_id}
 
     @app.get("/ping")
     async def ping() -> dict[str, str]:
@@ -146,6 +156,7 @@ def test_when_the_commit_fails_the_default_policy_answers_503(tmp_path: Path) ->
         assert response.status_code == 503
         assert "audit record" in response.text and response.headers["retry-after"] == "1"
         assert client.get("/ping").status_code == 200  # only durable actions are refused
+        assert client.delete("/drafts/d_1").status_code == 200  # ...that record something
     finally:
         auditor.close(1)
 
@@ -193,7 +204,8 @@ async def test_waiting_for_the_commit_does_not_block_the_event_loop(tmp_path: Pa
                 finished.append(path)
 
             durable = asyncio.create_task(call("DELETE", "/projects/p_5"))
-            await asyncio.sleep(0.05)  # the durable request is now waiting for its commit
+            # The durable request is now waiting for its commit, which has started (and takes 0.5 s).
+            assert await asyncio.to_thread(slow.committing.wait, 5)
             await asyncio.gather(*(call("GET", "/ping") for _ in range(5)))
             assert not durable.done()
             await durable
@@ -243,6 +255,43 @@ def test_flask_when_the_commit_fails_the_response_is_503(tmp_path: Path) -> None
     try:
         response = flask_app(auditor).test_client().post("/projects/p_7/delete")
         assert response.status_code == 503 and b"audit record" in response.data
+    finally:
+        auditor.close(1)
+
+
+def _raw_wsgi_durable(style: str) -> Callable[[WSGIEnviron, StartResponse], Iterable[bytes]]:
+    """A plain WSGI app whose record is durable, answering its body through `write()`, or from a generator that
+    starts the response at its first chunk (PEP 3333 allows both)."""
+
+    def app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        audit.record("project.delete", actor=ALICE, organization=ORG, durable=True)
+        if style == "write":
+            write = start_response("200 OK", [("Content-Type", "text/plain")])
+            write(b"deleted by write()")
+            return []
+
+        def lazy() -> Iterator[bytes]:
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b"deleted lazily"
+            yield b", really"
+
+        return lazy()
+
+    return app
+
+
+@pytest.mark.parametrize("style", ["write", "lazy"])
+def test_a_raw_wsgi_apps_body_never_follows_the_503(tmp_path: Path, style: str) -> None:
+    from werkzeug.test import Client
+
+    broken = tmp_path / "not-a-file"
+    broken.mkdir()
+    auditor = Auditor(sinks=[RemoteSink()], outbox=broken, geoip=False, commit_interval=NEVER, durable_timeout=1)
+    try:
+        response = Client(AuditWSGIMiddleware(_raw_wsgi_durable(style), auditor=auditor)).post("/projects/p_7")
+        assert response.status_code == 503
+        assert response.data == UNAVAILABLE_BODY  # nothing of the app's body, before or after it
+        assert int(response.headers["Content-Length"]) == len(UNAVAILABLE_BODY)
     finally:
         auditor.close(1)
 
