@@ -60,8 +60,9 @@ class RequestContext:
     durable: bool = False
     #: the driver connection of the app's transaction this request's events are written in (`audit.bind`), or None
     bound: Any = None
-    #: ...an async one (`await audit.abind`): later `record()`s wait in `pending` for the next `abind`
-    bound_async: bool = False
+    #: what `audit.bind` was given (a connection, a Session), to tell whether its transaction is still open for a
+    #: later `record()`; None after `await audit.abind`, whose later `record()`s wait in `pending` for the next one
+    bound_to: Any = None
     spec: AuditSpec | None = None
     endpoint: Any = None
     route: str | None = None
@@ -329,8 +330,9 @@ class Audit:
     def bind(self, transaction: Any) -> None:
         """Write this request's audit events in `transaction` (a psycopg connection, a SQLAlchemy Session): they
         commit if and only if it commits. Call it once the change is made, before the commit: the request's own
-        event, as annotated so far, and its `record()`s so far are written now, later `record()`s as they come.
-        Needs the outbox on PostgreSQL in the app's database (see `centure_audit_middleware.transactional`)."""
+        event, as annotated so far, and its `record()`s so far are written now, later `record()`s as they come
+        while it is open. Needs the outbox on PostgreSQL in the app's database (see
+        `centure_audit_middleware.transactional`)."""
         ctx = _require_open()
         ctx.auditor.bind(ctx, transaction)
 
@@ -384,9 +386,13 @@ class Audit:
             auditor.write_in(dbapi_connection(transaction), [pending])
             return
         if ctx is not None:
-            if ctx.bound is not None and not ctx.finished and not ctx.bound_async:  # audit.bind(): written now
-                ctx.auditor.write_in(ctx.bound, [pending])
-                return
+            if ctx.bound_to is not None and not ctx.finished:  # after audit.bind(): written now, while it is open
+                from .transactional import still_open
+
+                if still_open(ctx.bound_to, ctx.bound):
+                    ctx.auditor.write_in(ctx.bound, [pending])
+                    return
+                # Its transaction ended (the connection may be another request's by now): recorded the usual way.
             if ctx.finished:  # e.g. a background task: the request's own event is already out
                 if durable:
                     ctx.auditor.record_durably([pending])

@@ -28,6 +28,7 @@ __all__ = [
     "TransactionalRecordingError",
     "async_connection",
     "dbapi_connection",
+    "still_open",
     "write_in_transaction",
     "write_in_transaction_async",
 ]
@@ -58,6 +59,21 @@ def dbapi_connection(tx: Any) -> Any:
     raise TransactionalRecordingError(
         f"audit.bind() takes a psycopg connection or a SQLAlchemy Session/Connection, not {type(tx).__name__}"
     )
+
+
+#: psycopg's (3 and 2) `info.transaction_status` values of a connection inside a transaction: active, in one, failed
+_IN_TRANSACTION = frozenset({1, 2, 3})
+
+
+def still_open(tx: Any, connection: Any) -> bool:
+    """Whether the transaction `tx` was in when it was bound is still open, so that a later `audit.record()` may be
+    written through `connection` (from `dbapi_connection(tx)`). Once it ended the connection may be back in a pool,
+    idle or in another request's transaction: never written to then."""
+    in_transaction = getattr(tx, "in_transaction", None)  # a SQLAlchemy Session or Connection
+    if callable(in_transaction):
+        return bool(in_transaction())
+    status = getattr(getattr(connection, "info", None), "transaction_status", None)  # psycopg 3, psycopg2 >= 2.8
+    return status is None or int(status) in _IN_TRANSACTION  # (a connection that can't tell: taken at its word)
 
 
 def _prepared(

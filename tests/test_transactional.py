@@ -128,7 +128,7 @@ def test_a_committed_event_survives_the_app_process(
 
 
 def test_a_sqlalchemy_session_binds_too(pg_outbox_url: str, workos_emulator: WorkOSEmulator) -> None:
-    sqlalchemy = pytest.importorskip("sqlalchemy")
+    import sqlalchemy
     from sqlalchemy.orm import Session
 
     engine = sqlalchemy.create_engine(pg_outbox_url.replace("postgresql://", "postgresql+psycopg://", 1))
@@ -162,6 +162,36 @@ def test_a_sqlalchemy_session_binds_too(pg_outbox_url: str, workos_emulator: Wor
         auditor.close(5)
         engine.dispose()
     assert set(delivered_targets(workos_emulator, "note.create")) == {f"n{i}" for i in range(30) if i % 3}
+
+
+def test_a_record_after_the_bound_transaction_ended_is_recorded_outside_it(
+    pg_outbox_url: str, pool: object, workos_emulator: WorkOSEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Once the bound transaction committed, its connection is back in the pool (idle, or soon another request's):
+    a later `audit.record()` must not be written through it, where nobody would commit it."""
+    workos = WorkOSSink(api_key=workos_emulator.api_key, base_url=workos_emulator.url)
+    auditor = Auditor(sinks=[workos], outbox=pg_outbox_url, geoip=False)
+    app = fastapi_app_as_alice()
+
+    @app.post("/orders/{order_id}")
+    @audited("order.create", targets=[Target.from_path("order", "order_id")])
+    def create_order(order_id: str) -> dict[str, str]:
+        with pool.connection() as conn, conn.transaction():  # type: ignore[attr-defined]
+            conn.execute("INSERT INTO orders (id) VALUES (%s)", (order_id,))
+            audit.bind(conn)
+        audit.record("order.notified", targets=[Target("order", id=order_id)])  # after the commit
+        return {"created": order_id}
+
+    auditor.install(app)
+    try:
+        with caplog.at_level("ERROR", logger="centure_audit_middleware"):
+            assert TestClient(app).post("/orders/late").status_code == 200
+        assert auditor.flush(20), auditor.stats()
+    finally:
+        auditor.close(5)
+    assert delivered_targets(workos_emulator, "order.create") == Counter({"late": 1})
+    assert delivered_targets(workos_emulator, "order.notified") == Counter({"late": 1})
+    assert any("after the bound transaction ended" in r.getMessage() for r in caplog.records)
 
 
 def test_a_job_records_in_its_transaction(pg_outbox_url: str, pool: object, workos_emulator: WorkOSEmulator) -> None:
@@ -252,8 +282,7 @@ def test_async_apps_bind_with_await_abind(pg_outbox_url: str, workos_emulator: W
     """psycopg's AsyncConnection and SQLAlchemy's AsyncSession: the events commit with the transaction, or not at
     all; records made after `await audit.abind()` go in with the next one."""
     import psycopg
-
-    sqlalchemy = pytest.importorskip("sqlalchemy")
+    import sqlalchemy
     from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
     engine = create_async_engine(pg_outbox_url.replace("postgresql://", "postgresql+psycopg://", 1))
