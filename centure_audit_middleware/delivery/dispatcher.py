@@ -384,7 +384,9 @@ class Dispatcher:
 
     def _wait_committed(self, deadline: float) -> bool:
         with self._committed:
-            target = self._drained + self._in_progress + len(self._queue)
+            # (a copy first: request threads append meanwhile; they are counted in _drained once committed)
+            waiting_durable = sum(len(items) for items, _ in list(self._durable))
+            target = self._drained + self._in_progress + len(self._queue) + waiting_durable
             self._wake.set()
             while self._drained < target or self._pending_writes or self._spilled_waiting:
                 remaining = deadline - time.monotonic()
@@ -631,15 +633,20 @@ class Dispatcher:
                 except Exception as exc:  # the database is away: nothing joined this round, looked for again next
                     self._log(logging.ERROR, "outbox", "audit outbox unavailable, holding events in memory: %r", exc)
                     return {}
-                self._joined = {}
+                joined = {}
+                complete = True
                 for state in self._inline_states:
                     try:
                         writer = state.sink.joined_writer(outbox)
                     except Exception as exc:  # the store can't be opened now: delivered on its own meanwhile
                         self._log(logging.WARNING, "joined", "audit sink %s not joined: %r", state.sink.name, exc)
+                        complete = False  # ...and looked for again next round
                         continue
                     if writer is not None:
-                        self._joined[state.sink.name] = writer
+                        joined[state.sink.name] = writer
+                if not complete:
+                    return joined
+                self._joined = joined
         return self._joined
 
     def _add_joined(self, write: _Write) -> None:
@@ -647,12 +654,16 @@ class Dispatcher:
         outbox alone would not (one event the store refuses), the outbox rows are committed alone, owed to the
         joined sinks too, whose senders then retry or dead-letter them one by one: a store problem never holds
         back the outbox."""
+        import psycopg
+
         from .pg_outbox import PostgresOutbox
 
         outbox = self.outbox
         assert isinstance(outbox, PostgresOutbox)
         try:
             outbox.add(write.rows, write.sinks, write.dead, also=write.also)
+        except psycopg.OperationalError:  # (the pool's timeout too)
+            raise  # the database itself is away: the group waits in memory, joined as it is, like any other
         except Exception as exc:
             self._log(logging.WARNING, "joined", "audit store write in the outbox transaction failed: %r", exc)
             write.sinks = write.sinks + write.joined

@@ -19,8 +19,9 @@ def is_postgres_url(location: str | os.PathLike[str]) -> bool:
 
 
 def redact_dsn(dsn: str) -> str:
-    """The URL without its password (for logs and `outbox status`)."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    """The URL without its password, in the user part or in the query string (for logs and `outbox status`)."""
+    dsn = re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 def spill_prefix(dsn: str) -> str:

@@ -246,6 +246,8 @@ class PostgresOutbox:
         self._opening = threading.Lock()
         self._beating = None
         self._stop_beating = threading.Event()
+        self._housekeeping = threading.Lock()  # (a parent's thread may have held it at the fork: never released here)
+        self._started_at = time.time()  # this process's start, in its heartbeat row
         self.owner = new_owner()
 
     def close(self) -> None:

@@ -88,13 +88,17 @@ class Spill:
     def orphans(self) -> list[Path]:
         """Spill files that no live process holds (a dead process's), locked for this one until `remove`, and ours
         whose move failed and is to be tried again."""
+        # The directory is listed and each file tried outside the lock, which `write()` takes on the request path;
+        # flock refuses a file this process holds (its own spill, or one being moved), whichever fd asks.
+        names = sorted(glob.glob(glob.escape(self.prefix) + "*"))
         with self._lock:
             found = list(self._moving)
-            for name in sorted(glob.glob(glob.escape(self.prefix) + "*")):
-                path = Path(name)
-                if path not in self._moving and (fd := _lock_orphan(path)) is not None:
+        for name in names:
+            path = Path(name)
+            if path not in found and (fd := _lock_orphan(path)) is not None:
+                with self._lock:
                     self._moving[path] = fd
-                    found.append(path)
+                found.append(path)
         return found
 
     def has_orphans(self) -> bool:
