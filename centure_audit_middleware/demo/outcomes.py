@@ -12,20 +12,10 @@ import threading
 import time
 from typing import Any
 
-from ..annotations import AuditSpec, spec_of
 from ..auditor import Auditor
 from ..context import PendingEvent, RequestContext
 
 __all__ = ["ExplainingAuditor", "why_not_recorded"]
-
-
-def _spec(auditor: Auditor, ctx: RequestContext) -> AuditSpec | None:
-    if ctx.spec is not None:
-        return ctx.spec
-    scope = ctx.scope
-    endpoint = scope.get("endpoint") if scope is not None else ctx.endpoint
-    spec = spec_of(endpoint, ctx.method) if endpoint is not None else None
-    return spec or auditor.routes.lookup(ctx.method, ctx.route_template())
 
 
 def why_not_recorded(auditor: Auditor, ctx: RequestContext) -> str:
@@ -33,9 +23,9 @@ def why_not_recorded(auditor: Auditor, ctx: RequestContext) -> str:
     route = f"{ctx.method} {ctx.route_template() or ctx.path}"
     if ctx.skipped:
         return "the handler called audit.skip()"
-    spec = _spec(auditor, ctx)
+    spec = auditor._spec(ctx)  # the very lookup complete() made: decorator, route map, catch-all
     if spec is None:
-        return f"{route} is not audited (no @audited, no RouteMap entry)"
+        return f"{route} is not audited (no @audited, no RouteMap entry, no catch-all)"
     if not spec.records_request(ctx):
         return f"{route} changes nothing: on a form view, @audited records the state-changing methods only"
     failures = auditor.record_failures if spec.record_failures is None else spec.record_failures

@@ -244,17 +244,6 @@ def _has_table(conn: sqlite3.Connection, name: str) -> bool:
     return bool(conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)).fetchone())
 
 
-def _drop_insert_triggers(conn: sqlite3.Connection) -> None:
-    """Drop any trigger that indexes events as they are inserted: the index is written in batches now."""
-    rows = conn.execute(
-        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_events'"
-    ).fetchall()
-    for name, sql in rows:
-        text = " ".join(str(sql).upper().split())
-        if "INSERT ON AUDIT_EVENTS" in text and "AUDIT_EVENTS_FTS" in text:
-            conn.execute('DROP TRIGGER "' + str(name).replace('"', '""') + '"')
-
-
 def _is_transient(exc: sqlite3.Error) -> bool:
     code = getattr(exc, "sqlite_errorcode", None)
     return code is not None and (code & 0xFF) in _TRANSIENT_CODES
@@ -435,7 +424,6 @@ class SqliteStore(SqlEventStore):
                             for statement in _V1_FTS:
                                 conn.execute(statement)
                         if version == 2 and _has_table(conn, "audit_events_fts"):
-                            _drop_insert_triggers(conn)
                             for statement in _V2_FTS:
                                 conn.execute(statement)
                         conn.execute(
