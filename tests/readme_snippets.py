@@ -54,7 +54,12 @@ class Snippet:
     @property
     def id(self) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", self.heading.lower()).strip("-") or "top"
-        return f"L{self.code.line}-{slug}"
+        return f"L{self.code.line}-{slug}" + ("-postgres" if self.needs_postgres else "")
+
+    @property
+    def needs_postgres(self) -> bool:
+        """Whether its setup asks for a PostgreSQL database (the `pg_outbox_url` fixture)."""
+        return self.setup is not None and "pg_outbox_url" in self.setup.source
 
 
 @dataclass(frozen=True, slots=True)

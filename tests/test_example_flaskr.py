@@ -42,7 +42,7 @@ def test_the_flaskr_example_suite_passes_and_leaves_nothing_behind(tmp_path: Pat
     suite = ElementTree.parse(report).getroot()
     suite = suite if suite.tag == "testsuite" else suite[0]
     counts = {key: int(suite.get(key, "0")) for key in ("tests", "failures", "errors", "skipped")}
-    assert counts["tests"] >= 20 and counts["failures"] == counts["errors"] == counts["skipped"] == 0, counts
+    assert counts["tests"] == 23 and counts["failures"] == counts["errors"] == counts["skipped"] == 0, counts
     # In particular no audit outbox or store beside the app (the fixture keeps events in memory), and no instance
     # folder: every test's database is a temporary file.
     assert _files(EXAMPLE) == before

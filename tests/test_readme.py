@@ -31,7 +31,10 @@ SNIPPETS = python_snippets()
 COMMANDS = shell_commands()
 
 
-@pytest.mark.parametrize("snippet", SNIPPETS, ids=[s.id for s in SNIPPETS])
+@pytest.mark.parametrize(
+    "snippet",
+    [pytest.param(s, id=s.id, marks=[pytest.mark.postgres] if s.needs_postgres else []) for s in SNIPPETS],
+)
 def test_readme_snippet_runs(
     snippet: Snippet, request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

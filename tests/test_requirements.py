@@ -19,14 +19,18 @@ from .workos_spec import ROOT, SPEC_ENV
 pytestmark = pytest.mark.slow
 
 # One test of each kind that needs a service: by fixture (the parametrized store backend), by marker and fixture
-# (the PostgreSQL outbox), at module level (the browser module), and the WorkOS spec oracle.
+# (the PostgreSQL outbox), by fixture alone (README snippets), at module level (the browser module), and the WorkOS
+# spec oracle.
 POSTGRES_BY_FIXTURE = "tests/test_store.py::test_append_then_get_returns_the_full_event[postgres]"
 POSTGRES_BY_MARKER = "tests/test_pg_outbox.py::test_a_postgresql_url_opens_a_postgresql_outbox"
+#: the README's snippets that need a database (through the `pg_outbox_url` fixture)
+POSTGRES_SNIPPETS = "tests/test_readme.py::test_readme_snippet_runs -k postgres"
 BROWSER = "tests/test_admin_browser.py"
 SPEC = "tests/test_workos_spec.py::test_the_oracle_rules"
 UNAVAILABLE = {
     POSTGRES_BY_FIXTURE: {POSTGRES_ENV: ""},
     POSTGRES_BY_MARKER: {POSTGRES_ENV: ""},
+    POSTGRES_SNIPPETS: {POSTGRES_ENV: ""},
     BROWSER: {"CENTURE_AUDIT_TEST_CHROMIUM": "/nonexistent/chromium"},
     SPEC: {SPEC_ENV: "/nonexistent/open-api-spec.yaml"},
 }
@@ -38,7 +42,7 @@ def run_pytest(target: str, *, ci: bool) -> subprocess.CompletedProcess[str]:
     if ci:
         env["CI"] = "true"
     return subprocess.run(
-        [sys.executable, "-m", "pytest", target, "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"],
+        [sys.executable, "-m", "pytest", *target.split(), "-q", "-p", "no:cacheprovider", "-o", "addopts=-ra"],
         cwd=ROOT,
         env=env,
         capture_output=True,
